@@ -1,0 +1,147 @@
+/**
+ * The line store: the one place that owns chips, lines, nets, leases and events.
+ * Two implementations: MemoryStore (the embedded default, one process) and RedisStore
+ * (production, shared by every service replica). Both pass test/contract/store.contract.ts.
+ *
+ * Every mutating method is atomic (Redis: one Lua script, one round trip) and either
+ * fully applies or throws a FabricError and changes nothing.
+ */
+import type { Direction, DriveMode, DriveValue, Edge, IrqType, Level, Pull } from '../../../common/src/line-model.ts';
+
+export type LineSelector = { readonly kind: 'offset'; readonly offset: number } | { readonly kind: 'name'; readonly name: string };
+
+export interface LineAddress {
+  readonly chip: string;
+  readonly line: LineSelector;
+}
+
+export interface ChipInfo {
+  readonly id: string;
+  readonly ngpio: number;
+  /** One per line, "" when unnamed. */
+  readonly names: readonly string[];
+  readonly owner: string;
+  readonly online: boolean;
+  readonly leaseExpiresAtMs: number;
+  readonly lastSeq: bigint;
+}
+
+export interface LineInfo {
+  readonly chip: string;
+  readonly offset: number;
+  readonly name: string;
+  readonly direction: Direction;
+  readonly outputValue: Level;
+  readonly irqType: IrqType;
+  readonly bias: Pull;
+  readonly level: Level;
+  /** Net name or "" when unwired. */
+  readonly net: string;
+  readonly externalDrive: DriveValue;
+}
+
+export interface NetInfo {
+  readonly name: string;
+  readonly members: readonly { readonly chip: string; readonly offset: number }[];
+  readonly pull: Pull;
+  readonly driveMode: DriveMode;
+  readonly level: Level;
+  readonly externalDrive: DriveValue;
+  readonly contention: boolean;
+  readonly contentionCount: bigint;
+}
+
+export interface LineEventRecord {
+  readonly chip: string;
+  readonly offset: number;
+  readonly level: Level;
+  readonly edge: Edge;
+  readonly seq: bigint;
+  readonly timestampNs: bigint;
+}
+
+export interface RegisterChipInput {
+  readonly chip: string;
+  readonly ngpio: number;
+  readonly names: readonly string[];
+  readonly owner: string;
+  readonly leaseTtlMs: number;
+}
+
+export interface RegisterChipResult {
+  readonly leaseToken: bigint;
+  readonly chip: ChipInfo;
+  readonly lines: readonly LineInfo[];
+  readonly restored: boolean;
+  readonly tookOver: boolean;
+}
+
+/** virtio-gpio request types forwarded by agents (numbers equal virtio-gpio's). */
+export const LineOp = { GET_DIRECTION: 2, SET_DIRECTION: 3, GET_VALUE: 4, SET_VALUE: 5, SET_IRQ_TYPE: 6 } as const;
+export type LineOp = (typeof LineOp)[keyof typeof LineOp];
+
+export interface LineOpInput {
+  readonly chip: string;
+  readonly leaseToken: bigint;
+  readonly op: LineOp;
+  readonly offset: number;
+  readonly value: number;
+}
+
+export interface WireInput {
+  /** "" = generate a name. */
+  readonly name: string;
+  readonly members: readonly LineAddress[];
+  readonly pull: Pull;
+  readonly driveMode: DriveMode;
+}
+
+export type DriveTarget = { readonly kind: 'line'; readonly line: LineAddress } | { readonly kind: 'net'; readonly net: string };
+
+/** A validated topology document (see services/linestate/src/topology.ts). */
+export interface Topology {
+  readonly chips: readonly { readonly id: string; readonly ngpio: number; readonly names: readonly string[]; readonly bias: readonly { readonly offset: number; readonly pull: Pull }[] }[];
+  readonly nets: readonly { readonly name: string; readonly members: readonly LineAddress[]; readonly pull: Pull; readonly driveMode: DriveMode }[];
+  readonly drives: readonly { readonly target: DriveTarget; readonly value: DriveValue }[];
+}
+
+export interface ApplyResult {
+  readonly changes: readonly string[];
+  readonly chips: number;
+  readonly nets: number;
+}
+
+export interface EventSubscription {
+  close(): void;
+}
+
+export interface LineStore {
+  registerChip(input: RegisterChipInput): Promise<RegisterChipResult>;
+  renewLease(chip: string, token: bigint): Promise<{ leaseExpiresAtMs: number }>;
+  releaseChip(chip: string, token: bigint): Promise<void>;
+  /** Returns the response value (direction number, level, or 0). */
+  lineOp(input: LineOpInput): Promise<number>;
+  getNames(chip: string): Promise<readonly string[]>;
+
+  wire(input: WireInput): Promise<NetInfo>;
+  unwire(name: string): Promise<void>;
+  listChips(): Promise<readonly ChipInfo[]>;
+  /** chip "" = every chip. */
+  listLines(chip: string): Promise<readonly LineInfo[]>;
+  listNets(): Promise<readonly NetInfo[]>;
+  getLine(line: LineAddress): Promise<LineInfo>;
+  /** Returns the level of the target after the change. */
+  drive(target: DriveTarget, value: DriveValue): Promise<Level>;
+  setBias(line: LineAddress, bias: Pull): Promise<LineInfo>;
+  applyTopology(topology: Topology, dryRun: boolean): Promise<ApplyResult>;
+
+  /** Events of `chip` with seq > afterSeq, oldest first, at most `limit`. */
+  readEvents(chip: string, afterSeq: bigint, limit: number): Promise<readonly LineEventRecord[]>;
+  /**
+   * Live events (pushed, never polled). `chips` empty = every chip. The listener sees
+   * each event at most once, in per-chip seq order, from the moment the returned
+   * promise resolves.
+   */
+  subscribe(chips: readonly string[], listener: (e: LineEventRecord) => void): Promise<EventSubscription>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `npm test`: provisions what the tests need on a fresh Debian machine, then runs every
+# test with node's test runner (via tsx). Set GPIOFABRIC_TEST_FILTER to a regex to run a
+# subset of test files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[npm test] %s\n' "$*"; }
+
+# 1. Node dependencies (and the agent's native addon, built by the install script).
+if [ ! -f node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  say "installing node modules"
+  npm install --no-audit --no-fund
+fi
+node scripts/build-addon.mjs
+
+# 2. Debian packages the integration tests use.
+need_pkgs=()
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${need_pkgs[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "npm test needs: ${need_pkgs[*]}. Install them (Debian: sudo apt-get install ${need_pkgs[*]}) or run as root." >&2
+    exit 1
+  fi
+fi
+
+# 3. Run every test file.
+mapfile -t files < <(find services test -name '*.test.ts' -not -path '*/node_modules/*' | sort | grep -E "${GPIOFABRIC_TEST_FILTER:-.}")
+if [ ${#files[@]} -eq 0 ]; then
+  echo "no test files matched" >&2
+  exit 1
+fi
+say "running ${#files[@]} test files"
+exec node --import tsx --test --test-concurrency=2 --test-reporter=spec "${files[@]}"
