@@ -1,0 +1,134 @@
+/**
+ * Typed promise client of the line-state service: one channel for the client's life,
+ * a per-call deadline on every unary RPC, errors as FabricError (code from the gRPC
+ * status, message from its details, cause = the ServiceError). Used by the CLI and by
+ * the device agent's remote line backend.
+ */
+import { credentials, Metadata, status as GrpcStatus, type CallOptions, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import type { FabricError } from '../../common/src/errors.ts';
+import {
+  LineStateServiceClient,
+  type ApplyTopologyRequest, type ApplyTopologyResponse, type Chip, type DriveRequest, type DriveResponse, type GetLineRequest,
+  type GetNamesRequest, type GetNamesResponse, type LeaseRequest, type LineEvent, type LineOpRequest, type LineOpResponse,
+  type LineState, type ListLinesRequest, type Net, type RegisterChipRequest, type RegisterChipResponse,
+  type RenewLeaseResponse, type SetBiasRequest, type WatchEventsRequest, type WireRequest,
+} from '../../common/src/gen/gpiofabric/v1/linestate.ts';
+import { fromServiceError } from './grpc/status.ts';
+
+export const DEFAULT_DEADLINE_MS = 5000;
+
+export interface LineStateClientOptions {
+  /** Deadline of each unary call (default 5000 ms). */
+  readonly deadlineMs?: number;
+}
+
+/** A live WatchEvents stream. */
+export interface WatchHandle {
+  /** Stop the stream; no callback fires afterwards. */
+  cancel(): void;
+}
+
+export interface LineStateClient {
+  readonly address: string;
+  registerChip(req: RegisterChipRequest): Promise<RegisterChipResponse>;
+  renewLease(req: LeaseRequest): Promise<RenewLeaseResponse>;
+  releaseChip(req: LeaseRequest): Promise<void>;
+  lineOp(req: LineOpRequest): Promise<LineOpResponse>;
+  getNames(req: GetNamesRequest): Promise<GetNamesResponse>;
+  wire(req: WireRequest): Promise<Net>;
+  unwire(name: string): Promise<void>;
+  listChips(): Promise<Chip[]>;
+  listLines(req?: ListLinesRequest): Promise<LineState[]>;
+  listNets(): Promise<Net[]>;
+  getLine(req: GetLineRequest): Promise<LineState>;
+  drive(req: DriveRequest): Promise<DriveResponse>;
+  setBias(req: SetBiasRequest): Promise<LineState>;
+  applyTopology(req: ApplyTopologyRequest): Promise<ApplyTopologyResponse>;
+  /**
+   * Open an event stream. `onError` receives the stream's failure (as FabricError) and
+   * `onEnd` a clean end by the server; neither fires after `cancel()`.
+   */
+  watchEvents(req: WatchEventsRequest, onEvent: (e: LineEvent) => void, onError: (e: FabricError) => void, onEnd?: () => void): WatchHandle;
+  /** Resolves once the channel is connected (or rejects after `timeoutMs`). */
+  waitForReady(timeoutMs?: number): Promise<void>;
+  close(): void;
+}
+
+type Callback<Res> = (err: ServiceError | null, res: Res) => void;
+type RawUnary<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: Callback<Res>) => unknown;
+
+/** Create a client of the service at `address` ("host:port"). No I/O until the first call. */
+export function createLineStateClient(address: string, opts: LineStateClientOptions = {}): LineStateClient {
+  const deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  const raw = new LineStateServiceClient(address, credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    'grpc.max_send_message_length': 8 * 1024 * 1024,
+  });
+  const call = <Req, Res>(fn: RawUnary<Req, Res>, req: Req): Promise<Res> =>
+    new Promise<Res>((resolve, reject) => {
+      fn.call(raw, req, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
+        if (err !== null) reject(fromServiceError(err));
+        else resolve(res);
+      });
+    });
+  const r = raw as unknown as Record<string, RawUnary<unknown, unknown>>;
+  const m = <Req, Res>(name: string): RawUnary<Req, Res> => r[name] as RawUnary<Req, Res>;
+  const fns = {
+    registerChip: m<RegisterChipRequest, RegisterChipResponse>('registerChip'),
+    renewLease: m<LeaseRequest, RenewLeaseResponse>('renewLease'),
+    releaseChip: m<LeaseRequest, unknown>('releaseChip'),
+    lineOp: m<LineOpRequest, LineOpResponse>('lineOp'),
+    getNames: m<GetNamesRequest, GetNamesResponse>('getNames'),
+    wire: m<WireRequest, Net>('wire'),
+    unwire: m<{ name: string }, unknown>('unwire'),
+    listChips: m<object, { chips: Chip[] }>('listChips'),
+    listLines: m<ListLinesRequest, { lines: LineState[] }>('listLines'),
+    listNets: m<object, { nets: Net[] }>('listNets'),
+    getLine: m<GetLineRequest, LineState>('getLine'),
+    drive: m<DriveRequest, DriveResponse>('drive'),
+    setBias: m<SetBiasRequest, LineState>('setBias'),
+    applyTopology: m<ApplyTopologyRequest, ApplyTopologyResponse>('applyTopology'),
+  };
+  return {
+    address,
+    registerChip: (req) => call(fns.registerChip, req),
+    renewLease: (req) => call(fns.renewLease, req),
+    releaseChip: async (req) => { await call(fns.releaseChip, req); },
+    lineOp: (req) => call(fns.lineOp, req),
+    getNames: (req) => call(fns.getNames, req),
+    wire: (req) => call(fns.wire, req),
+    unwire: async (name) => { await call(fns.unwire, { name }); },
+    listChips: async () => (await call(fns.listChips, {})).chips,
+    listLines: async (req = { chip: '' }) => (await call(fns.listLines, req)).lines,
+    listNets: async () => (await call(fns.listNets, {})).nets,
+    getLine: (req) => call(fns.getLine, req),
+    drive: (req) => call(fns.drive, req),
+    setBias: (req) => call(fns.setBias, req),
+    applyTopology: (req) => call(fns.applyTopology, req),
+    watchEvents: (req, onEvent, onError, onEnd) => {
+      const stream: ClientReadableStream<LineEvent> = raw.watchEvents(req);
+      let cancelled = false;
+      let failed = false;
+      stream.on('data', (e: LineEvent) => { if (!cancelled) onEvent(e); });
+      stream.on('error', (e: ServiceError) => {
+        if (cancelled || failed) return;
+        failed = true;
+        if (e.code === GrpcStatus.CANCELLED && cancelled) return;
+        onError(fromServiceError(e));
+      });
+      stream.on('end', () => { if (!cancelled && !failed) onEnd?.(); });
+      return {
+        cancel: () => {
+          if (cancelled) return;
+          cancelled = true;
+          stream.cancel();
+        },
+      };
+    },
+    waitForReady: (timeoutMs = deadlineMs) =>
+      new Promise<void>((resolve, reject) => {
+        raw.waitForReady(Date.now() + timeoutMs, (err) => (err === undefined || err === null ? resolve() : reject(fromServiceError(Object.assign(err, { code: GrpcStatus.UNAVAILABLE, details: `cannot reach the line-state service at ${address}: ${err.message}` })))));
+      }),
+    close: () => raw.close(),
+  };
+}

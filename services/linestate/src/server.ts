@@ -1,0 +1,257 @@
+/**
+ * The line-state gRPC service: every RPC of gpiofabric.v1.LineStateService over a
+ * LineStore, plus grpc.health.v1.Health. The server keeps no state of its own between
+ * requests (any replica serves any client); it validates, converts and delegates.
+ */
+import {
+  Server, ServerCredentials,
+  type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type StatusObject, type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import { invalidArgument, notFound, outOfRange } from '../../common/src/errors.ts';
+import {
+  LineStateServiceService,
+  type ApplyTopologyRequest, type ApplyTopologyResponse, type DriveRequest, type DriveResponse, type GetLineRequest,
+  type GetNamesRequest, type GetNamesResponse, type LeaseRequest, type LineEvent, type LineOpRequest, type LineOpResponse,
+  type LineState, type ListChipsResponse, type ListLinesRequest, type ListLinesResponse, type ListNetsResponse, type Net,
+  type RegisterChipRequest, type RegisterChipResponse, type ReleaseChipResponse, type RenewLeaseResponse, type SetBiasRequest,
+  type UnwireRequest, type UnwireResponse, type WatchEventsRequest, type WireRequest,
+} from '../../common/src/gen/gpiofabric/v1/linestate.ts';
+import type { EventSubscription, LineEventRecord, LineStore } from './store/store.ts';
+import * as cv from './grpc/convert.ts';
+import { toStatusObject } from './grpc/status.ts';
+import { HealthService, healthImplementation } from './grpc/health.ts';
+import { MAX_DOCUMENT_BYTES, MAX_NGPIO } from './names.ts';
+import { parseTopology } from './topology.ts';
+
+/** Lease TTL used when a RegisterChip asks for 0 and the server was given none. */
+export const DEFAULT_LEASE_TTL_MS = 10_000;
+/** Page size of the backlog read of a resumed WatchEvents. */
+export const WATCH_BACKLOG_PAGE = 1000;
+/** Largest request the server accepts (a topology document of MAX_DOCUMENT_BYTES plus framing). */
+export const MAX_REQUEST_BYTES = MAX_DOCUMENT_BYTES + 64 * 1024;
+
+export interface LineStateServerOptions {
+  readonly store: LineStore;
+  /** "host:port"; default "127.0.0.1:7070"; port 0 picks a free port. */
+  readonly listen?: string;
+  readonly log?: (msg: string) => void;
+  /** Lease TTL for RegisterChip requests that ask for 0 (default DEFAULT_LEASE_TTL_MS). */
+  readonly leaseTtlMs?: number;
+}
+
+export interface LineStateServer {
+  /** "host:port" actually bound. */
+  readonly address: string;
+  readonly port: number;
+  /** Ends every open watch stream, stops accepting calls and waits for running ones (the store stays open). */
+  close(): Promise<void>;
+}
+
+type Unary<Req, Res> = (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void;
+
+/** Start the service. Resolves once it listens. */
+export async function startLineStateServer(opts: LineStateServerOptions): Promise<LineStateServer> {
+  const { store } = opts;
+  const log = opts.log ?? ((msg: string) => console.error(msg));
+  const leaseTtlDefault = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+  const openStreams = new Set<{ end(): void }>();
+
+  const fail = (rpc: string, e: unknown): Partial<StatusObject> => {
+    const s = toStatusObject(e);
+    if (s.unexpected) log(`line-state ${rpc}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return { code: s.code, details: s.details };
+  };
+  // Every unary RPC: validate + call the store inside an async function, so a thrown
+  // FabricError (sync or async) becomes its status and anything else becomes INTERNAL.
+  const unary = <Req, Res>(rpc: string, fn: (req: Req) => Promise<Res>): Unary<Req, Res> => (call, cb) => {
+    let p: Promise<Res>;
+    try {
+      p = fn(call.request);
+    } catch (e) {
+      cb(fail(rpc, e));
+      return;
+    }
+    p.then((res) => cb(null, res), (e: unknown) => cb(fail(rpc, e)));
+  };
+
+  const impl = {
+    registerChip: unary<RegisterChipRequest, RegisterChipResponse>('RegisterChip', async (req) => {
+      const chip = cv.chipId(req.chip);
+      if (req.ngpio < 1 || req.ngpio > MAX_NGPIO) throw invalidArgument(`ngpio ${req.ngpio} is out of range 1..${MAX_NGPIO}`);
+      if (req.names.length > MAX_NGPIO) throw invalidArgument(`names has ${req.names.length} entries, more than ngpio ${req.ngpio}`);
+      const ttl = req.leaseTtlMs === 0 ? leaseTtlDefault : req.leaseTtlMs;
+      const r = await store.registerChip({ chip, ngpio: req.ngpio, names: req.names, owner: req.owner, leaseTtlMs: ttl });
+      return {
+        leaseToken: r.leaseToken.toString(), chip: cv.chipToProto(r.chip), lines: r.lines.map(cv.lineToProto),
+        restored: r.restored, tookOver: r.tookOver, leaseTtlMs: ttl,
+      };
+    }),
+    renewLease: unary<LeaseRequest, RenewLeaseResponse>('RenewLease', async (req) => {
+      const r = await store.renewLease(cv.chipId(req.chip), cv.u64(req.leaseToken, 'lease_token'));
+      return { leaseExpiresAtMs: String(Math.trunc(r.leaseExpiresAtMs)) };
+    }),
+    releaseChip: unary<LeaseRequest, ReleaseChipResponse>('ReleaseChip', async (req) => {
+      await store.releaseChip(cv.chipId(req.chip), cv.u64(req.leaseToken, 'lease_token'));
+      return {};
+    }),
+    lineOp: unary<LineOpRequest, LineOpResponse>('LineOp', async (req) => {
+      const { op, value } = cv.lineOp(req.op, req.value);
+      const v = await store.lineOp({ chip: cv.chipId(req.chip), leaseToken: cv.u64(req.leaseToken, 'lease_token'), op, offset: req.offset, value });
+      return { value: v };
+    }),
+    getNames: unary<GetNamesRequest, GetNamesResponse>('GetNames', async (req) => ({ names: [...(await store.getNames(cv.chipId(req.chip)))] })),
+    watchEvents: (call: ServerWritableStream<WatchEventsRequest, LineEvent>) => {
+      void watchEvents(store, call, openStreams).catch((e: unknown) => {
+        const s = fail('WatchEvents', e);
+        if (!call.cancelled && !call.writableEnded) call.emit('error', s);
+      });
+    },
+    wire: unary<WireRequest, Net>('Wire', async (req) => {
+      const name = req.name === '' ? '' : cv.netName(req.name);
+      if (req.members.length < 2) throw invalidArgument(`a net needs at least 2 members, got ${req.members.length}`);
+      const members = req.members.map((m, i) => cv.lineRef(m, `members[${i}]`));
+      return cv.netToProto(await store.wire({ name, members, pull: cv.pull(req.pull), driveMode: cv.driveMode(req.driveMode) }));
+    }),
+    unwire: unary<UnwireRequest, UnwireResponse>('Unwire', async (req) => {
+      await store.unwire(cv.netName(req.name));
+      return {};
+    }),
+    listChips: unary<unknown, ListChipsResponse>('ListChips', async () => ({ chips: (await store.listChips()).map(cv.chipToProto) })),
+    listLines: unary<ListLinesRequest, ListLinesResponse>('ListLines', async (req) => {
+      const chip = req.chip === '' ? '' : cv.chipId(req.chip);
+      return { lines: (await store.listLines(chip)).map(cv.lineToProto) };
+    }),
+    listNets: unary<unknown, ListNetsResponse>('ListNets', async () => ({ nets: (await store.listNets()).map(cv.netToProto) })),
+    getLine: unary<GetLineRequest, LineState>('GetLine', async (req) => cv.lineToProto(await store.getLine(cv.lineRef(req.line)))),
+    drive: unary<DriveRequest, DriveResponse>('Drive', async (req) => {
+      const t = req.target;
+      if (t === undefined) throw invalidArgument('target is required: a line (chip and offset or name) or a net name');
+      const value = cv.driveValue(req.value);
+      const target = t.$case === 'line' ? { kind: 'line' as const, line: cv.lineRef(t.value) } : { kind: 'net' as const, net: cv.netName(t.value, 'net') };
+      return { level: await store.drive(target, value) };
+    }),
+    setBias: unary<SetBiasRequest, LineState>('SetBias', async (req) => cv.lineToProto(await store.setBias(cv.lineRef(req.line), cv.pull(req.bias, 'bias')))),
+    applyTopology: unary<ApplyTopologyRequest, ApplyTopologyResponse>('ApplyTopology', async (req) => {
+      if (req.document.trim() === '') throw invalidArgument('document is empty (send a topology document, see docs/topology.md)');
+      const topology = parseTopology(req.document);
+      const r = await store.applyTopology(topology, req.dryRun);
+      return { changes: [...r.changes], chips: r.chips, nets: r.nets };
+    }),
+  } satisfies Record<keyof typeof LineStateServiceService, unknown>;
+
+  const server = new Server({
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+    'grpc.max_send_message_length': 64 * 1024 * 1024,
+    // Detect vanished watchers (agents on a dead host) within about a minute.
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+  });
+  server.addService(LineStateServiceService, impl as unknown as UntypedServiceImplementation);
+  server.addService(HealthService, healthImplementation(['gpiofabric.v1.LineStateService'], (call) => {
+    const h = { end: () => call.end() };
+    openStreams.add(h);
+    call.on('cancelled', () => openStreams.delete(h));
+  }));
+
+  const listen = opts.listen ?? '127.0.0.1:7070';
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(listen, ServerCredentials.createInsecure(), (err, p) => (err !== null ? reject(new Error(`cannot listen on ${listen}: ${err.message}`, { cause: err })) : resolve(p)));
+  });
+  const host = listen.slice(0, listen.lastIndexOf(':'));
+  const address = `${host}:${port}`;
+  let closing: Promise<void> | undefined;
+  return {
+    address,
+    port,
+    close: () => {
+      closing ??= new Promise<void>((resolve) => {
+        for (const s of openStreams) s.end();
+        openStreams.clear();
+        const force = setTimeout(() => server.forceShutdown(), 2000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      return closing;
+    },
+  };
+}
+
+/**
+ * One WatchEvents stream. With from_seq: subscribe first and buffer live events, read
+ * the backlog (seq > from_seq) in pages, then flush the buffer dropping what was sent,
+ * then go live. Per chip, nothing is sent twice or out of order (seq only increases).
+ */
+async function watchEvents(store: LineStore, call: ServerWritableStream<WatchEventsRequest, LineEvent>, openStreams: Set<{ end(): void }>): Promise<void> {
+  const req = call.request;
+  if (req.chips.length > 1024) throw invalidArgument(`chips has ${req.chips.length} entries (at most 1024)`);
+  const chips = req.chips.map((c, i) => cv.chipId(c, `chips[${i}]`));
+  if (new Set(chips).size !== chips.length) throw invalidArgument('chips lists a chip twice');
+  const fromSeq = req.fromSeq === undefined ? undefined : cv.u64(req.fromSeq, 'from_seq');
+  if (fromSeq !== undefined && chips.length !== 1) throw invalidArgument(`from_seq resumes one chip's stream: give exactly one chip (got ${chips.length})`);
+  if (req.offset !== undefined && chips.length !== 1) throw invalidArgument(`offset filters one chip's lines: give exactly one chip (got ${chips.length})`);
+
+  if (chips.length > 0) {
+    const known = new Map((await store.listChips()).map((c) => [c.id, c]));
+    for (const c of chips) if (!known.has(c)) throw notFound(`chip "${c}" is not registered`);
+    const only = known.get(chips[0] ?? '');
+    if (req.offset !== undefined && only !== undefined && req.offset >= only.ngpio) {
+      throw invalidArgument(`offset ${req.offset} is out of range: chip "${only.id}" has lines 0..${only.ngpio - 1}`);
+    }
+    if (fromSeq !== undefined && only !== undefined && fromSeq > only.lastSeq) {
+      throw outOfRange(`from_seq ${fromSeq} is beyond the newest event of chip "${only.id}" (seq ${only.lastSeq})`);
+    }
+  }
+  if (call.cancelled) return;
+
+  const lastSent = new Map<string, bigint>();
+  let done = false;
+  let buffer: LineEventRecord[] | undefined = fromSeq !== undefined ? [] : undefined;
+  let sub: EventSubscription | undefined;
+  const stream = { end: () => finish(true) };
+  const finish = (endCall: boolean): void => {
+    if (done) return;
+    done = true;
+    openStreams.delete(stream);
+    sub?.close();
+    if (endCall && !call.writableEnded) call.end();
+  };
+  const send = (e: LineEventRecord): void => {
+    if (done) return;
+    if (req.offset !== undefined && e.offset !== req.offset) return;
+    const last = lastSent.get(e.chip);
+    if (last !== undefined && e.seq <= last) return;
+    lastSent.set(e.chip, e.seq);
+    call.write(cv.eventToProto(e));
+  };
+  call.on('cancelled', () => finish(false));
+  call.on('error', () => finish(false));
+  openStreams.add(stream);
+
+  sub = await store.subscribe(chips, (e) => {
+    if (buffer !== undefined) buffer.push(e);
+    else send(e);
+  });
+  if (done) {
+    sub.close();
+    return;
+  }
+  if (fromSeq !== undefined) {
+    const chip = chips[0] ?? '';
+    lastSent.set(chip, fromSeq);
+    let cursor = fromSeq;
+    for (;;) {
+      const page = await store.readEvents(chip, cursor, WATCH_BACKLOG_PAGE);
+      if (done) return;
+      for (const e of page) send(e);
+      const tail = page[page.length - 1];
+      if (tail === undefined || page.length < WATCH_BACKLOG_PAGE) break;
+      cursor = tail.seq;
+    }
+    const pending = buffer ?? [];
+    buffer = undefined;
+    for (const e of pending) send(e);
+  }
+}
+
