@@ -1,0 +1,83 @@
+import { readFile } from 'node:fs/promises';
+import { UsageError, type Command } from '../command.ts';
+import { parse } from '../operator.ts';
+import type { LineStore } from '../../../linestate/src/store/store.ts';
+import { startLineStateServer } from '../../../linestate/src/server.ts';
+import { parseTopology } from '../../../linestate/src/topology.ts';
+
+/** `gpio-fabric serve`: run the line-state service. */
+export const command: Command = {
+  summary: 'run the line-state gRPC service (in-memory, or on Redis with --redis)',
+  help: `Usage: gpio-fabric serve [--redis URL] [--fabric NAME] [--listen ADDR] [--topology FILE] [--lease-ttl MS]
+
+Runs the line-state service. Without --redis the state lives in this process (one
+machine, lost on exit). With --redis every replica started on the same Redis and fabric
+name serves the same fabric, and the state survives restarts. Prints the address it
+listens on; SIGINT/SIGTERM stop it cleanly.
+
+Options:
+  --redis URL       Redis URL, e.g. redis://127.0.0.1:6379 (default $GPIOFABRIC_REDIS; none = in-memory)
+  --fabric NAME     fabric name: the Redis key namespace (default "default")
+  --listen ADDR     host:port to listen on (default $GPIOFABRIC_LISTEN or 127.0.0.1:7070; port 0 = any free port)
+  --topology FILE   apply this topology document at start (see docs/topology.md)
+  --lease-ttl MS    lease TTL for agents that do not ask for one (default 10000)`,
+  async run(argv) {
+    const { values } = parse(argv, {
+      redis: { type: 'string' }, fabric: { type: 'string' }, listen: { type: 'string' }, topology: { type: 'string' }, 'lease-ttl': { type: 'string' },
+    }, { min: 0, max: 0, what: 'no positional arguments' });
+    const redis = values.redis ?? (process.env['GPIOFABRIC_REDIS'] || undefined);
+    const listen = values.listen ?? (process.env['GPIOFABRIC_LISTEN'] || '127.0.0.1:7070');
+    if (!/^.+:[0-9]{1,5}$/.test(listen) || Number(listen.slice(listen.lastIndexOf(':') + 1)) > 65535) throw new UsageError(`--listen must be HOST:PORT, not "${listen}"`);
+    let leaseTtlMs: number | undefined;
+    if (values['lease-ttl'] !== undefined) {
+      if (!/^[0-9]+$/.test(values['lease-ttl']) || Number(values['lease-ttl']) < 500 || Number(values['lease-ttl']) > 600_000) {
+        throw new UsageError(`--lease-ttl must be a number of milliseconds from 500 to 600000, not "${values['lease-ttl']}"`);
+      }
+      leaseTtlMs = Number(values['lease-ttl']);
+    }
+    const fabric = values.fabric ?? 'default';
+    if (values.fabric !== undefined && redis === undefined) throw new UsageError('--fabric names a fabric on Redis: give --redis URL too');
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(fabric)) throw new UsageError(`--fabric must be 1-64 characters of A-Z a-z 0-9 . _ -, not "${fabric}"`);
+    let document: string | undefined;
+    if (values.topology !== undefined) {
+      try {
+        document = await readFile(values.topology, 'utf8');
+      } catch (e) {
+        throw new UsageError(`cannot read ${values.topology}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      parseTopology(document); // fail before opening anything
+    }
+
+    let store: LineStore;
+    if (redis !== undefined) {
+      const { createRedisStore } = await import('../../../linestate/src/store/redis-store.ts');
+      store = await createRedisStore({ url: redis, fabric });
+    } else {
+      const { createMemoryStore } = await import('../../../linestate/src/store/memory-store.ts');
+      store = createMemoryStore();
+    }
+    const log = (msg: string): void => console.error(`${new Date().toISOString()} ${msg}`);
+    try {
+      if (document !== undefined) {
+        const r = await store.applyTopology(parseTopology(document), false);
+        log(`applied topology ${values.topology}: ${r.changes.length} change(s), ${r.chips} chip(s), ${r.nets} net(s)`);
+      }
+      const server = await startLineStateServer({ store, listen, log, ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}) });
+      console.log(`gpio-fabric line-state service listening on ${server.address} (store: ${redis !== undefined ? `redis, fabric ${fabric}` : 'memory'})`);
+      await new Promise<void>((resolve) => {
+        const onSignal = (sig: string): void => {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+          log(`${sig}: shutting down`);
+          resolve();
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+      });
+      await server.close();
+    } finally {
+      await store.close();
+    }
+    return 0;
+  },
+};
