@@ -1,7 +1,8 @@
 /*
  * Shared memory: mmap of an fd as a zero-copy ArrayBuffer, memfd_create, memory fence.
  *
- *   mmap(fd, length, offset) -> ArrayBuffer   MAP_SHARED, PROT_READ|PROT_WRITE
+ *   mmap(fd, length, offset) -> ArrayBuffer   MAP_SHARED, PROT_READ|PROT_WRITE; for regular
+ *                                             files (memfd) the range must lie inside the file
  *   unmap(arrayBuffer) -> boolean             detach + munmap now; false if already unmapped
  *   memfd(name, size) -> fd                   memfd_create(MFD_CLOEXEC) + ftruncate
  *   fence()                                   __atomic_thread_fence(__ATOMIC_SEQ_CST)
@@ -18,8 +19,10 @@
 #include "native.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -65,6 +68,17 @@ static napi_value do_mmap(napi_env env, napi_callback_info info) {
   if (length == 0) return throw_range(env, "length must be > 0");
   if (page <= 0 || offset % (uint64_t)page != 0)
     return throw_range(env, "offset must be a multiple of the page size");
+
+  /* For files with a size (memfd, hugetlbfs, tmpfs) refuse ranges past the end: touching
+   * such pages would raise SIGBUS instead of an error. */
+  struct stat st;
+  if (fstat(fd, &st) != 0) return throw_errno(env, "fstat", errno);
+  if (S_ISREG(st.st_mode) && (offset > (uint64_t)st.st_size || length > (uint64_t)st.st_size - offset)) {
+    char detail[160];
+    snprintf(detail, sizeof detail, "range [%llu, +%llu) is beyond the end of the file (%lld bytes)",
+             (unsigned long long)offset, (unsigned long long)length, (long long)st.st_size);
+    return throw_errno_detail(env, "mmap", EINVAL, detail);
+  }
 
   region *r = calloc(1, sizeof *r);
   if (r == NULL) return throw_errno(env, "calloc", ENOMEM);
