@@ -315,6 +315,11 @@ export class GpioDevice implements VirtioDevice {
       this.answerNames(generation, chain, t0);
       return;
     }
+    if (chain.writableLength < Size.RESPONSE) {
+      // respond() writes the ERR status byte alone; the backend is not asked.
+      this.respond(generation, chain, typeName, Status.ERR, 0, 'err', t0);
+      return;
+    }
     const problem = checkRequest(req, this.ngpio);
     if (problem !== null && (!isRequestType(req.type) || req.gpio >= this.ngpio)) {
       this.log.warn('bad request answered ERR', { chip: this.backend.chip, problem });
