@@ -135,7 +135,7 @@ class MemoryStore implements LineStore {
       this.chips.set(chip.id, chip);
     }
     const tookOver = restored && chip.token !== 0n && chip.owner !== input.owner;
-    if (input.names.length > 0) chip.names = [...input.names];
+    if (input.names.length > 0) chip.names = normNames(input.names);
     chip.fence += 1n;
     chip.token = chip.fence;
     chip.owner = input.owner;
@@ -335,7 +335,7 @@ class MemoryStore implements LineStore {
     for (const c of t.chips) {
       const cur = this.chips.get(c.id);
       if (cur === undefined) changes.push({ kind: 'create-chip', chip: c.id, ngpio: c.ngpio });
-      const curNames = cur?.names ?? [];
+      const curNames = cur !== undefined && cur.names.length > 0 ? cur.names : Array.from({ length: c.ngpio }, () => '');
       if (c.names.length > 0 && !sameList(c.names, curNames)) changes.push({ kind: 'names', chip: c.id });
       for (const b of c.bias) {
         const curBias = cur?.lines[b.offset]?.bias ?? Pull.NONE;
@@ -381,7 +381,7 @@ class MemoryStore implements LineStore {
         chip = this.newChip(c.id, c.ngpio);
         this.chips.set(c.id, chip);
       }
-      if (c.names.length > 0) chip.names = [...c.names];
+      if (c.names.length > 0) chip.names = normNames(c.names);
       for (const b of c.bias) {
         chip.lines[b.offset]!.bias = b.pull;
         touched.push([chip, b.offset]);
@@ -630,6 +630,11 @@ const byId = (a: { id: string }, b: { id: string }): number => cmp(a.id, b.id);
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** All-empty names are stored as "no names". */
+function normNames(names: readonly string[]): string[] {
+  return names.every((n) => n === '') ? [] : [...names];
 }
 
 function splitKey(key: string): [string, number] {

@@ -1,0 +1,394 @@
+-- Shared prelude of every line-store script (prepended by redis-store.ts).
+--
+-- Calling convention: KEYS[1] = <prefix>chips (routes the call to the fabric's slot),
+-- ARGV[1] = key prefix "gf:{<fabric>}:", ARGV[2] = per-chip event retention,
+-- ARGV[3..] = the script's own arguments. Every key a script touches starts with the
+-- prefix, so all of a fabric's keys share one hash tag (one Redis Cluster slot).
+--
+-- Layout (see keys.ts):
+--   <p>chips          SET   chip ids
+--   <p>c:<chip>       HASH  n ngpio, o owner, t lease token (0 = none), f fencing counter,
+--                           e lease expiry ms, l lease ttl ms, s last event seq, ts last event ns,
+--                           "<offset>" packed line state (absent = default "000000")
+--   <p>nm:<chip>      HASH  line name -> offset (non-empty names only)
+--   <p>nets           SET   net names
+--   <p>n:<net>        HASH  m members "chip:off chip:off ...", p pull, d drive mode,
+--                           x external drive, v level, c contention 0/1, k contention count
+--   <p>ln             HASH  "chip:off" -> net name (wired lines only)
+--   <p>netseq         STRING counter for generated net names
+--   <p>ev:<chip>      STREAM events, id 0-<seq>, fields level edge offset ts
+--   channel <p>events  one message per state change: "chip off level edge seq ts" lines
+--
+-- Packed line state: 6 characters, direction (0 none, 1 out, 2 in), output value (0/1),
+-- irq type (0,1,2,3,4,8), bias (0 none, 1 up, 2 down), external drive (0 release,
+-- 1 low, 2 high), observed level (0/1).
+--
+-- Errors: error({err = "GF:<CODE>:<message>"}) aborts the script. Every script validates
+-- everything before its first write, so an error never leaves a partial change.
+
+local P = ARGV[1]
+local RETENTION = tonumber(ARGV[2])
+local K_CHIPS = P .. 'chips'
+local K_NETS = P .. 'nets'
+local K_LN = P .. 'ln'
+local K_NETSEQ = P .. 'netseq'
+local K_CHAN = P .. 'events'
+local function kc(chip) return P .. 'c:' .. chip end
+local function knm(chip) return P .. 'nm:' .. chip end
+local function kn(net) return P .. 'n:' .. net end
+local function kev(chip) return P .. 'ev:' .. chip end
+
+local DEFAULT_LINE = '000000'
+
+local function fail(code, msg)
+  error({ err = 'GF:' .. code .. ':' .. msg })
+end
+
+local function itoa(n)
+  return string.format('%d', n)
+end
+
+-- ------------------------------------------------------------------ time
+local T = nil
+local function time()
+  if not T then T = redis.call('TIME') end
+  return T
+end
+local function now_ms()
+  local t = time()
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- ns since the epoch as a decimal string (doubles cannot hold it exactly)
+local function now_ns()
+  local t = time()
+  return t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
+end
+-- compare two non-negative decimal strings
+local function dec_less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
+-- ISO-8601 UTC of epoch ms (civil-from-days)
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local msr = ms - s * 1000
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m
+  if mp < 10 then m = mp + 3 else m = mp - 9 end
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d, math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, msr)
+end
+
+-- ------------------------------------------------------------------ chips
+local chips = {}
+-- chip meta cache: nil when the chip does not exist
+local function chip(id)
+  local c = chips[id]
+  if c ~= nil then
+    if c == false then return nil end
+    return c
+  end
+  local m = redis.call('HMGET', kc(id), 'n', 's', 'ts')
+  if not m[1] then
+    chips[id] = false
+    return nil
+  end
+  c = { id = id, n = tonumber(m[1]), s = tonumber(m[2] or '0'), ts = m[3] or '0', dirty = false }
+  chips[id] = c
+  return c
+end
+local function new_chip(id, ngpio)
+  local c = { id = id, n = ngpio, s = 0, ts = '0', dirty = false }
+  chips[id] = c
+  return c
+end
+local function must_chip(id)
+  local c = chip(id)
+  if not c then fail('NOT_FOUND', 'chip ' .. id .. ' does not exist') end
+  return c
+end
+
+-- ------------------------------------------------------------------ lines
+local lines = {}
+local function line(chipid, off)
+  local k = chipid .. ':' .. off
+  local l = lines[k]
+  if l then return l end
+  local s = redis.call('HGET', kc(chipid), itoa(off))
+  if not s then s = DEFAULT_LINE end
+  l = {
+    chip = chipid, off = off, key = k,
+    d = tonumber(s:sub(1, 1)), o = tonumber(s:sub(2, 2)), i = tonumber(s:sub(3, 3)),
+    b = tonumber(s:sub(4, 4)), x = tonumber(s:sub(5, 5)), v = tonumber(s:sub(6, 6)),
+    net = nil, dirty = false,
+  }
+  lines[k] = l
+  return l
+end
+local function packed(l)
+  return itoa(l.d) .. itoa(l.o) .. itoa(l.i) .. itoa(l.b) .. itoa(l.x) .. itoa(l.v)
+end
+local function lnet(l)
+  if l.net == nil then
+    l.net = redis.call('HGET', K_LN, l.key) or ''
+  end
+  return l.net
+end
+
+-- check an offset against a chip (INVALID_ARGUMENT when out of range)
+local function check_offset(c, off)
+  if off == nil or off < 0 or off >= c.n or off ~= math.floor(off) then
+    fail('INVALID_ARGUMENT', 'offset ' .. tostring(off) .. ' is out of range for chip ' .. c.id .. ' (0..' .. itoa(c.n - 1) .. ')')
+  end
+end
+
+-- resolve a line selector (kind 'o' offset / 'n' name) of an existing chip
+local function resolve_line(chipid, kind, v)
+  local c = must_chip(chipid)
+  local off
+  if kind == 'o' then
+    off = tonumber(v)
+    check_offset(c, off)
+  else
+    local s = redis.call('HGET', knm(chipid), v)
+    if not s then fail('NOT_FOUND', 'chip ' .. chipid .. ' has no line named ' .. v) end
+    off = tonumber(s)
+  end
+  return line(chipid, off)
+end
+
+-- ------------------------------------------------------------------ nets
+local nets = {}
+local function parse_members(s)
+  local ms = {}
+  for tok in string.gmatch(s, '%S+') do
+    local i = string.find(tok, ':[^:]*$')
+    ms[#ms + 1] = { tok:sub(1, i - 1), tonumber(tok:sub(i + 1)) }
+  end
+  return ms
+end
+local function net(name)
+  local n = nets[name]
+  if n ~= nil then
+    if n == false then return nil end
+    return n
+  end
+  local m = redis.call('HMGET', kn(name), 'm', 'p', 'd', 'x', 'v', 'c', 'k')
+  if not m[1] then
+    nets[name] = false
+    return nil
+  end
+  n = {
+    name = name, ms = m[1], m = parse_members(m[1]), p = tonumber(m[2]), d = tonumber(m[3]), x = tonumber(m[4]),
+    v = tonumber(m[5]), c = tonumber(m[6]), k = tonumber(m[7]), dirty = false,
+  }
+  nets[name] = n
+  return n
+end
+local function net_dump(n)
+  return { n.name, n.ms, n.p, n.d, n.v, n.x, n.c, n.k }
+end
+
+-- ------------------------------------------------------------------ resolution
+local function drive_level(x)
+  if x == 2 then return 1 elseif x == 1 then return 0 end
+  return nil
+end
+-- same rule as resolveNet in services/common/src/line-model.ts
+local function resolve_net(drivers, pull, mode)
+  if #drivers == 0 then
+    if pull == 1 then return 1, false end
+    return 0, false
+  end
+  local zeros, ones = 0, 0
+  for _, d in ipairs(drivers) do
+    if d == 0 then zeros = zeros + 1 else ones = ones + 1 end
+  end
+  if mode == 1 then
+    if zeros > 0 then return 0, false end
+    return 1, false
+  end
+  if zeros > 0 and ones > 0 then return 0, true end
+  if ones > 0 then return 1, false end
+  return 0, false
+end
+
+local events = {}
+local function set_level(l, v)
+  if l.v == v then return end
+  local edge = 2
+  if v == 1 then edge = 1 end
+  l.v = v
+  l.dirty = true
+  local c = chip(l.chip)
+  c.s = c.s + 1
+  local ts = now_ns()
+  if dec_less(ts, c.ts) then ts = c.ts end
+  c.ts = ts
+  c.dirty = true
+  events[#events + 1] = { l.chip, l.off, v, edge, c.s, ts }
+end
+
+-- re-resolve the given lines (and every line sharing a net with them)
+local function settle(refs)
+  local netset, netorder, seen, singles = {}, {}, {}, {}
+  for _, l in ipairs(refs) do
+    local nn = lnet(l)
+    if nn ~= '' then
+      if not netset[nn] then
+        netset[nn] = true
+        netorder[#netorder + 1] = nn
+      end
+    elseif not seen[l.key] then
+      seen[l.key] = true
+      singles[#singles + 1] = l
+    end
+  end
+  table.sort(netorder)
+  for _, name in ipairs(netorder) do
+    local n = net(name)
+    local drivers = {}
+    local nd = drive_level(n.x)
+    if nd ~= nil then drivers[#drivers + 1] = nd end
+    local ml = {}
+    for _, m in ipairs(n.m) do
+      local l = line(m[1], m[2])
+      ml[#ml + 1] = l
+      if l.d == 1 then drivers[#drivers + 1] = l.o end
+      local ld = drive_level(l.x)
+      if ld ~= nil then drivers[#drivers + 1] = ld end
+    end
+    local v, con = resolve_net(drivers, n.p, n.d)
+    if con and n.c == 0 then n.k = n.k + 1 end
+    if con then n.c = 1 else n.c = 0 end
+    n.v = v
+    n.dirty = true
+    for _, l in ipairs(ml) do set_level(l, v) end
+  end
+  for _, l in ipairs(singles) do
+    local drivers = {}
+    if l.d == 1 then drivers[#drivers + 1] = l.o end
+    local ld = drive_level(l.x)
+    if ld ~= nil then drivers[#drivers + 1] = ld end
+    local v = resolve_net(drivers, l.b, 0)
+    set_level(l, v)
+  end
+end
+
+-- write every cached change, append and publish the events
+local function finish()
+  local perchip = {}
+  local order = {}
+  for _, l in pairs(lines) do
+    if l.dirty then
+      local t = perchip[l.chip]
+      if not t then
+        t = { set = {}, del = {} }
+        perchip[l.chip] = t
+        order[#order + 1] = l.chip
+      end
+      local s = packed(l)
+      if s == DEFAULT_LINE then
+        t.del[#t.del + 1] = itoa(l.off)
+      else
+        t.set[#t.set + 1] = itoa(l.off)
+        t.set[#t.set + 1] = s
+      end
+    end
+  end
+  for _, id in ipairs(order) do
+    local t = perchip[id]
+    local k = kc(id)
+    local i = 1
+    while i <= #t.set do
+      local j = math.min(i + 999, #t.set)
+      redis.call('HSET', k, unpack(t.set, i, j))
+      i = j + 1
+    end
+    i = 1
+    while i <= #t.del do
+      local j = math.min(i + 999, #t.del)
+      redis.call('HDEL', k, unpack(t.del, i, j))
+      i = j + 1
+    end
+  end
+  for id, c in pairs(chips) do
+    if c and c.dirty then redis.call('HSET', kc(id), 's', itoa(c.s), 'ts', c.ts) end
+  end
+  for name, n in pairs(nets) do
+    if n and n.dirty then
+      redis.call('HSET', kn(name), 'v', itoa(n.v), 'c', itoa(n.c), 'k', itoa(n.k), 'x', itoa(n.x), 'p', itoa(n.p), 'd', itoa(n.d), 'm', n.ms)
+    end
+  end
+  if #events > 0 then
+    local msg = {}
+    for i, e in ipairs(events) do
+      redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. itoa(e[5]),
+        'level', itoa(e[3]), 'edge', itoa(e[4]), 'offset', itoa(e[2]), 'ts', e[6])
+      msg[i] = e[1] .. ' ' .. itoa(e[2]) .. ' ' .. itoa(e[3]) .. ' ' .. itoa(e[4]) .. ' ' .. itoa(e[5]) .. ' ' .. e[6]
+    end
+    redis.call('PUBLISH', K_CHAN, table.concat(msg, '\n'))
+  end
+end
+
+-- ------------------------------------------------------------------ dumps
+-- names of a chip as a 0-based array (missing = '')
+local function names_of(id, ngpio)
+  local flat = redis.call('HGETALL', knm(id))
+  local names = {}
+  for i = 1, #flat, 2 do names[tonumber(flat[i + 1])] = flat[i] end
+  return names
+end
+
+-- {id, ngpio, owner, online, expires, seq, token, {name, off, ...}}
+local function chip_dump(id)
+  local m = redis.call('HMGET', kc(id), 'n', 'o', 't', 'e', 's')
+  local t = m[3] or '0'
+  local e = tonumber(m[4] or '0')
+  local online = 0
+  if t ~= '0' and e > now_ms() then online = 1 end
+  local nm = redis.call('HGETALL', knm(id))
+  return { id, tonumber(m[1]), m[2] or '', online, e, m[5] or '0', t, nm }
+end
+
+-- chip dump plus packed lines (ngpio*6 chars) and one net name per line
+local function chip_lines_dump(id)
+  local d = chip_dump(id)
+  local ngpio = d[2]
+  local flat = redis.call('HGETALL', kc(id))
+  local st = {}
+  for i = 1, #flat, 2 do st[flat[i]] = flat[i + 1] end
+  local parts = {}
+  local fields = {}
+  for off = 0, ngpio - 1 do
+    local k = itoa(off)
+    local l = lines[id .. ':' .. k]
+    if l then parts[off + 1] = packed(l) else parts[off + 1] = st[k] or DEFAULT_LINE end
+    fields[off + 1] = id .. ':' .. k
+  end
+  local netsOf = {}
+  local i = 1
+  while i <= #fields do
+    local j = math.min(i + 999, #fields)
+    local r = redis.call('HMGET', K_LN, unpack(fields, i, j))
+    for x = 1, #r do netsOf[i + x - 1] = r[x] or '' end
+    i = j + 1
+  end
+  d[#d + 1] = table.concat(parts)
+  d[#d + 1] = netsOf
+  return d
+end
+
+local function line_dump(l)
+  return { l.chip, l.off, packed(l), lnet(l) }
+end

@@ -1,0 +1,488 @@
+/**
+ * RedisStore: the production line store, shared by every line-state replica. Every state
+ * change is one Lua script (atomic, one round trip, EVALSHA through ioredis
+ * defineCommand); events go to a per-chip stream (durable, resumable) and are pushed to
+ * live subscribers over one pub/sub channel per fabric. Layout: keys.ts and lua/lib.lua.
+ */
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
+import { ErrorCode, FabricError, invalidArgument, unavailable } from '../../../common/src/errors.ts';
+import type { Direction, DriveMode, DriveValue, Edge, IrqType, Level, Pull } from '../../../common/src/line-model.ts';
+import type {
+  ApplyResult, ChipInfo, DriveTarget, EventSubscription, LineAddress, LineEventRecord, LineInfo, LineOpInput, LineStore,
+  NetInfo, RegisterChipInput, RegisterChipResult, Topology, WireInput,
+} from './store.ts';
+import { fabricKeys } from './keys.ts';
+import type { FabricKeys } from './keys.ts';
+import {
+  DEFAULT_EVENT_RETENTION, LEASE_TTL_MS, MAX_NET_MEMBERS, changeText, checkAfterSeq, checkChipId, checkDriveMode, checkDriveValue,
+  checkLineAddress, checkNames, checkNetName, checkNgpio, checkOwner, checkPull, checkReadLimit, checkTopologyShape,
+  resolveLeaseTtl,
+} from './validate.ts';
+import type { TopologyChange } from './validate.ts';
+
+export interface RedisStoreOptions {
+  /** redis:// or rediss:// URL. */
+  readonly url: string;
+  /** Fabric name (hash tag of every key); default "default". */
+  readonly fabric?: string;
+  /** Lease TTL used when a registration asks for 0 (default 10000 ms). */
+  readonly defaultLeaseTtlMs?: number;
+  /** Per-chip stream MAXLEN (approximate, `~`), default 10000. */
+  readonly eventRetention?: number;
+  /** A command that gets no answer within this time fails with UNAVAILABLE (default 2000 ms). */
+  readonly commandTimeoutMs?: number;
+  /** Connection attempt timeout (default 2000 ms); createRedisStore fails after it. */
+  readonly connectTimeoutMs?: number;
+  /** Extra ioredis options (e.g. sentinels); the fail-fast options above win. */
+  readonly redisOptions?: RedisOptions;
+}
+
+const SCRIPTS = ['register', 'renew', 'lineop', 'wire', 'unwire', 'drive', 'setbias', 'topology', 'read'] as const;
+type ScriptName = (typeof SCRIPTS)[number];
+
+function loadScript(name: string): string {
+  return readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+}
+let scriptSources: Map<ScriptName, string> | undefined;
+function sources(): Map<ScriptName, string> {
+  if (scriptSources === undefined) {
+    const lib = loadScript('lib');
+    scriptSources = new Map(SCRIPTS.map((s) => [s, `${lib}\n-- ---- ${s}.lua\n${loadScript(s)}`]));
+  }
+  return scriptSources;
+}
+
+const CODES = new Set<string>(Object.values(ErrorCode));
+const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|NOREPLICAS|MISCONF)\b/;
+
+/** Map anything ioredis throws onto a FabricError (keeping the cause). */
+export function mapRedisError(e: unknown): FabricError {
+  if (e instanceof FabricError) return e;
+  if (e instanceof Error && e.name === 'ReplyError') {
+    const m = /GF:([A-Z_]+):([\s\S]*)$/.exec(e.message);
+    if (m !== null && CODES.has(m[1]!)) {
+      // Redis may append " script: ..." context after our message
+      const msg = m[2]!.replace(/ script: [0-9a-f]{40}, on @user_script:\d+\.?$/, '');
+      return new FabricError(m[1] as ErrorCode, msg, { cause: e });
+    }
+    if (TRANSIENT_REPLY.test(e.message)) return unavailable(`redis is not available: ${e.message}`, e);
+    return new FabricError(ErrorCode.INTERNAL, `redis error: ${e.message}`, { cause: e });
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  return unavailable(`redis is not reachable: ${msg}`, e);
+}
+
+type ScriptFn = (key: string, ...args: (string | number)[]) => Promise<unknown>;
+
+/** Connect to Redis and return a store for one fabric. Fails with UNAVAILABLE when Redis cannot be reached. */
+export async function createRedisStore(opts: RedisStoreOptions): Promise<LineStore> {
+  const fabric = opts.fabric ?? 'default';
+  const keys = fabricKeys(fabric);
+  const retention = opts.eventRetention ?? DEFAULT_EVENT_RETENTION;
+  if (!Number.isInteger(retention) || retention < 1) throw invalidArgument(`eventRetention ${retention} must be a positive integer`);
+  const defaultTtl = resolveLeaseTtl(opts.defaultLeaseTtlMs ?? LEASE_TTL_MS.DEFAULT, LEASE_TTL_MS.DEFAULT);
+  // (cast: ioredis' option types do not accept exactOptionalPropertyTypes' undefined)
+  const redis = new Redis(opts.url, connectionOptions(opts) as never);
+  redis.on('error', () => {}); // reported through failing commands; ioredis reconnects by itself
+  try {
+    await waitReady(redis, opts.connectTimeoutMs ?? 2000);
+  } catch (e) {
+    redis.disconnect();
+    throw mapRedisError(e);
+  }
+  for (const [name, lua] of sources()) redis.defineCommand(`gf_${name}`, { numberOfKeys: 1, lua });
+  return new RedisStore(redis, keys, retention, defaultTtl, opts);
+}
+
+function connectionOptions(opts: RedisStoreOptions): RedisOptions {
+  return {
+    ...opts.redisOptions,
+    lazyConnect: false,
+    enableOfflineQueue: false, // fail fast while disconnected instead of queueing
+    maxRetriesPerRequest: 0,
+    commandTimeout: opts.commandTimeoutMs ?? 2000,
+    connectTimeout: opts.connectTimeoutMs ?? 2000,
+    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 5), 1000),
+    enableAutoPipelining: true,
+  };
+}
+
+function waitReady(r: Redis, timeoutMs: number): Promise<void> {
+  if (r.status === 'ready') return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    let lastError: unknown;
+    const onReady = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onError = (e: unknown): void => {
+      lastError = e;
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(lastError instanceof Error ? lastError : new Error(`no connection to redis within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      r.off('ready', onReady);
+      r.off('error', onError);
+    };
+    r.on('ready', onReady);
+    r.on('error', onError);
+  });
+}
+
+interface Listener {
+  readonly chips: ReadonlySet<string> | undefined;
+  readonly fn: (e: LineEventRecord) => void;
+  active: boolean;
+}
+
+type Dump = readonly unknown[];
+
+class RedisStore implements LineStore {
+  private sub: Redis | undefined;
+  private subReady: Promise<void> | undefined;
+  private readonly listeners = new Set<Listener>();
+  /** Newest seq delivered per chip (detects gaps after a subscriber reconnect). */
+  private readonly delivered = new Map<string, bigint>();
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: FabricKeys,
+    private readonly retention: number,
+    private readonly defaultTtl: number,
+    private readonly opts: RedisStoreOptions,
+  ) {}
+
+  private async run(name: ScriptName, ...args: (string | number)[]): Promise<unknown> {
+    if (this.closed) throw new FabricError(ErrorCode.FAILED_PRECONDITION, 'the store is closed');
+    const fn = (this.redis as unknown as Record<string, ScriptFn>)[`gf_${name}`]!;
+    try {
+      return await fn.call(this.redis, this.keys.chips, this.keys.prefix, this.retention, ...args);
+    } catch (e) {
+      throw mapRedisError(e);
+    }
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  async registerChip(input: RegisterChipInput): Promise<RegisterChipResult> {
+    checkChipId(input.chip);
+    checkNgpio(input.ngpio);
+    checkNames(input.names, input.ngpio, input.chip);
+    checkOwner(input.owner);
+    const ttl = resolveLeaseTtl(input.leaseTtlMs, this.defaultTtl);
+    const names = input.names.every((n) => n === '') ? [] : input.names;
+    const r = (await this.run('register', input.chip, input.ngpio, input.owner, ttl, names.length, ...names)) as [string, number, number, Dump];
+    const [chip, lines] = decodeChipLines(r[3]);
+    return { leaseToken: BigInt(r[0]), chip, lines, restored: r[1] === 1, tookOver: r[2] === 1 };
+  }
+
+  async renewLease(chip: string, token: bigint): Promise<{ leaseExpiresAtMs: number }> {
+    checkChipArg(chip);
+    const e = (await this.run('renew', chip, tokenArg(token), 'renew')) as number;
+    return { leaseExpiresAtMs: Number(e) };
+  }
+
+  async releaseChip(chip: string, token: bigint): Promise<void> {
+    checkChipArg(chip);
+    await this.run('renew', chip, tokenArg(token), 'release');
+  }
+
+  async lineOp(input: LineOpInput): Promise<number> {
+    checkChipArg(input.chip);
+    if (!Number.isInteger(input.offset) || input.offset < 0) throw invalidArgument(`offset ${input.offset} is not a non-negative integer`);
+    if (!Number.isInteger(input.op)) throw invalidArgument(`unknown line operation ${String(input.op)}`);
+    const value = typeof input.value === 'number' && Number.isFinite(input.value) ? input.value : -1;
+    return Number(await this.run('lineop', input.chip, tokenArg(input.leaseToken), input.op, input.offset, value));
+  }
+
+  async getNames(chip: string): Promise<readonly string[]> {
+    checkChipArg(chip);
+    const d = (await this.run('read', 'names', chip)) as Dump;
+    return decodeChip(d).names;
+  }
+
+  // ---------------------------------------------------------------- operators
+
+  async wire(input: WireInput): Promise<NetInfo> {
+    if (typeof input.name !== 'string') throw invalidArgument('net name must be a string');
+    if (input.name !== '') checkNetName(input.name);
+    checkPull(input.pull, 'pull');
+    checkDriveMode(input.driveMode);
+    if (!Array.isArray(input.members) || input.members.length < 2) throw invalidArgument('a net needs at least 2 members');
+    if (input.members.length > MAX_NET_MEMBERS) throw invalidArgument(`a net has at most ${MAX_NET_MEMBERS} members`);
+    const args: (string | number)[] = [];
+    for (const m of input.members) args.push(...selectorArgs(m));
+    const d = (await this.run('wire', input.name, input.pull, input.driveMode, input.members.length, ...args)) as Dump;
+    return decodeNet(d);
+  }
+
+  async unwire(name: string): Promise<void> {
+    if (typeof name !== 'string' || name === '') throw invalidArgument('net name is empty');
+    await this.run('unwire', name);
+  }
+
+  async listChips(): Promise<readonly ChipInfo[]> {
+    const r = (await this.run('read', 'chips')) as Dump[];
+    return r.map(decodeChip);
+  }
+
+  async listLines(chip: string): Promise<readonly LineInfo[]> {
+    if (typeof chip !== 'string') throw invalidArgument('chip id must be a string');
+    const r = (await this.run('read', 'lines', chip)) as Dump[];
+    return r.flatMap((d) => decodeChipLines(d)[1]);
+  }
+
+  async listNets(): Promise<readonly NetInfo[]> {
+    const r = (await this.run('read', 'nets')) as Dump[];
+    return r.map(decodeNet);
+  }
+
+  async getLine(line: LineAddress): Promise<LineInfo> {
+    const r = (await this.run('read', 'line', ...selectorArgs(line))) as [Dump, string];
+    return decodeLine(r[0], r[1]);
+  }
+
+  async drive(target: DriveTarget, value: DriveValue): Promise<Level> {
+    checkDriveValue(value);
+    let r: unknown;
+    if (target?.kind === 'net') {
+      if (typeof target.net !== 'string' || target.net === '') throw invalidArgument('net name is empty');
+      r = await this.run('drive', 'net', target.net, value);
+    } else if (target?.kind === 'line') {
+      r = await this.run('drive', 'line', ...selectorArgs(target.line), value);
+    } else throw invalidArgument('drive target is neither a line nor a net');
+    return Number(r) === 1 ? 1 : 0;
+  }
+
+  async setBias(line: LineAddress, bias: Pull): Promise<LineInfo> {
+    checkPull(bias, 'bias');
+    const args = selectorArgs(line);
+    await this.run('setbias', ...args, bias);
+    return this.getLine(line);
+  }
+
+  async applyTopology(t: Topology, dryRun: boolean): Promise<ApplyResult> {
+    checkTopologyShape(t);
+    const ref = (a: LineAddress): [string, string, string | number] =>
+      a.line.kind === 'offset' ? [a.chip, 'o', a.line.offset] : [a.chip, 'n', a.line.name];
+    const doc = {
+      chips: t.chips.map((c) => ({ id: c.id, ngpio: c.ngpio, names: [...c.names], bias: c.bias.map((b) => [b.offset, b.pull]) })),
+      nets: t.nets.map((n) => ({ name: n.name, members: n.members.map(ref), pull: n.pull, mode: n.driveMode })),
+      drives: t.drives.map((d) => (d.target.kind === 'line' ? { line: ref(d.target.line), v: d.value } : { net: d.target.net, v: d.value })),
+    };
+    const r = (await this.run('topology', dryRun ? '1' : '0', JSON.stringify(doc))) as unknown[][];
+    return { changes: r.map(decodeChange).map(changeText), chips: t.chips.length, nets: t.nets.length };
+  }
+
+  // ---------------------------------------------------------------- events
+
+  async readEvents(chip: string, afterSeq: bigint, limit: number): Promise<readonly LineEventRecord[]> {
+    checkChipArg(chip);
+    checkAfterSeq(afterSeq);
+    const n = checkReadLimit(limit);
+    const r = (await this.run('read', 'events', chip, afterSeq.toString(), n)) as [string, [string, string[]][]];
+    return r[1].map((entry) => decodeStreamEntry(chip, entry));
+  }
+
+  async subscribe(chips: readonly string[], listener: (e: LineEventRecord) => void): Promise<EventSubscription> {
+    if (this.closed) throw new FabricError(ErrorCode.FAILED_PRECONDITION, 'the store is closed');
+    await this.ensureSubscriber();
+    const l: Listener = { chips: chips.length === 0 ? undefined : new Set(chips), fn: listener, active: true };
+    this.listeners.add(l);
+    return {
+      close: () => {
+        l.active = false;
+        this.listeners.delete(l);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const l of this.listeners) l.active = false;
+    this.listeners.clear();
+    const conns = [this.redis, this.sub].filter((c): c is Redis => c !== undefined);
+    await Promise.all(conns.map(async (c) => {
+      try {
+        if (c.status === 'ready') await Promise.race([c.quit(), new Promise((r) => setTimeout(r, 500).unref())]);
+      } catch {
+        // closing anyway
+      }
+      c.disconnect();
+    }));
+  }
+
+  /** One dedicated subscriber connection per store, subscribed to the fabric's channel. */
+  private ensureSubscriber(): Promise<void> {
+    if (this.subReady === undefined) {
+      const sub = this.redis.duplicate(connectionOptions(this.opts) as never);
+      sub.on('error', () => {});
+      this.sub = sub;
+      sub.on('message', (channel: string, msg: string) => {
+        if (channel === this.keys.channel) this.onMessage(msg);
+      });
+      this.subReady = (async () => {
+        await waitReady(sub, this.opts.connectTimeoutMs ?? 2000);
+        await sub.subscribe(this.keys.channel);
+      })().catch((e: unknown) => {
+        this.subReady = undefined;
+        this.sub = undefined;
+        sub.disconnect();
+        throw mapRedisError(e);
+      });
+    }
+    return this.subReady;
+  }
+
+  private onMessage(msg: string): void {
+    const events: LineEventRecord[] = [];
+    for (const row of msg.split('\n')) {
+      const f = row.split(' ');
+      if (f.length !== 6) continue;
+      events.push({
+        chip: f[0]!, offset: Number(f[1]), level: f[2] === '1' ? 1 : 0, edge: Number(f[3]) as Edge, seq: BigInt(f[4]!),
+        timestampNs: BigInt(f[5]!),
+      });
+    }
+    this.chain = this.chain.then(() => this.deliverInOrder(events)).catch(() => {});
+  }
+
+  /** Deliver events, filling a gap (missed while the subscriber was reconnecting) from the stream first. */
+  private async deliverInOrder(events: readonly LineEventRecord[]): Promise<void> {
+    for (const e of events) {
+      const last = this.delivered.get(e.chip);
+      if (last !== undefined && e.seq <= last) continue;
+      if (last !== undefined && e.seq > last + 1n) {
+        try {
+          const missed = await this.readEvents(e.chip, last, Number(e.seq - last - 1n));
+          for (const m of missed) if (m.seq < e.seq) this.emit(m);
+        } catch {
+          // the gap cannot be filled now; consumers resume from their cursor with readEvents
+        }
+      }
+      this.emit(e);
+    }
+  }
+
+  private emit(e: LineEventRecord): void {
+    this.delivered.set(e.chip, e.seq);
+    for (const l of this.listeners) {
+      if (!l.active || (l.chips !== undefined && !l.chips.has(e.chip))) continue;
+      try {
+        l.fn(e);
+      } catch {
+        // a listener's fault is its own
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ arguments
+
+function checkChipArg(chip: string): void {
+  if (typeof chip !== 'string') throw invalidArgument('chip id must be a string');
+}
+
+function tokenArg(token: bigint): string {
+  if (typeof token !== 'bigint' || token < 0n) throw invalidArgument(`lease token ${String(token)} is not a non-negative integer`);
+  return token.toString();
+}
+
+function selectorArgs(a: LineAddress): [string, string, string | number] {
+  checkLineAddress(a);
+  return a.line.kind === 'offset' ? [a.chip, 'o', a.line.offset] : [a.chip, 'n', a.line.name];
+}
+
+// ------------------------------------------------------------------ decoding
+
+function namesFrom(flat: readonly string[], ngpio: number): string[] {
+  const names = Array.from({ length: ngpio }, () => '');
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const off = Number(flat[i + 1]);
+    if (off >= 0 && off < ngpio) names[off] = flat[i]!;
+  }
+  return names;
+}
+
+function decodeChip(d: Dump): ChipInfo {
+  const ngpio = Number(d[1]);
+  return {
+    id: String(d[0]), ngpio, names: namesFrom(d[7] as string[], ngpio), owner: String(d[2]), online: Number(d[3]) === 1,
+    leaseExpiresAtMs: Number(d[4]), lastSeq: BigInt(String(d[5])),
+  };
+}
+
+function unpackLine(chip: string, offset: number, name: string, p: string, net: string): LineInfo {
+  return {
+    chip, offset, name, direction: Number(p[0]) as Direction, outputValue: p[1] === '1' ? 1 : 0, irqType: Number(p[2]) as IrqType,
+    bias: Number(p[3]) as Pull, externalDrive: Number(p[4]) as DriveValue, level: p[5] === '1' ? 1 : 0, net,
+  };
+}
+
+function decodeChipLines(d: Dump): [ChipInfo, LineInfo[]] {
+  const chip = decodeChip(d);
+  const packed = String(d[8]);
+  const nets = d[9] as string[];
+  const lines: LineInfo[] = [];
+  for (let i = 0; i < chip.ngpio; i++) {
+    lines.push(unpackLine(chip.id, i, chip.names[i] ?? '', packed.slice(i * 6, i * 6 + 6), nets[i] ?? ''));
+  }
+  return [chip, lines];
+}
+
+function decodeLine(d: Dump, name: string): LineInfo {
+  return unpackLine(String(d[0]), Number(d[1]), name, String(d[2]), String(d[3]));
+}
+
+function decodeNet(d: Dump): NetInfo {
+  const members = String(d[1]).split(' ').filter((s) => s !== '').map((s) => {
+    const i = s.lastIndexOf(':');
+    return { chip: s.slice(0, i), offset: Number(s.slice(i + 1)) };
+  });
+  return {
+    name: String(d[0]), members, pull: Number(d[2]) as Pull, driveMode: Number(d[3]) as DriveMode, level: Number(d[4]) === 1 ? 1 : 0,
+    externalDrive: Number(d[5]) as DriveValue, contention: Number(d[6]) === 1, contentionCount: BigInt(String(d[7])),
+  };
+}
+
+function decodeStreamEntry(chip: string, entry: [string, string[]]): LineEventRecord {
+  const [id, fields] = entry;
+  const f = new Map<string, string>();
+  for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i]!, fields[i + 1]!);
+  return {
+    chip, offset: Number(f.get('offset')), level: f.get('level') === '1' ? 1 : 0, edge: Number(f.get('edge')) as Edge,
+    seq: BigInt(id.slice(id.indexOf('-') + 1)), timestampNs: BigInt(f.get('ts') ?? '0'),
+  };
+}
+
+function decodeChange(c: unknown[]): TopologyChange {
+  const s = (i: number): string => String(c[i]);
+  const n = (i: number): number => Number(c[i]);
+  switch (s(0)) {
+    case 'create-chip':
+      return { kind: 'create-chip', chip: s(1), ngpio: n(2) };
+    case 'names':
+      return { kind: 'names', chip: s(1) };
+    case 'bias':
+      return { kind: 'bias', chip: s(1), offset: n(2), pull: n(3) as Pull };
+    case 'remove-net':
+      return { kind: 'remove-net', net: s(1) };
+    case 'wire-net':
+    case 'update-net':
+      return { kind: s(0) as 'wire-net', net: s(1), members: s(2).split(' '), pull: n(3) as Pull, mode: n(4) as DriveMode };
+    case 'drive-line':
+      return { kind: 'drive-line', chip: s(1), offset: n(2), value: n(3) as DriveValue };
+    case 'drive-net':
+      return { kind: 'drive-net', net: s(1), value: n(2) as DriveValue };
+    default:
+      throw new FabricError(ErrorCode.INTERNAL, `unknown topology change ${s(0)}`);
+  }
+}
