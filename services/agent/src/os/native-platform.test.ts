@@ -327,10 +327,10 @@ describe('native platform: eventfd and watches', () => {
 });
 
 describe('native platform: process behaviour', () => {
-  const runChild = (code: string): Promise<{ status: number | null; stdout: string; stderr: string }> =>
+  const runChild = (code: string, nodeArgs: readonly string[] = []): Promise<{ status: number | null; stdout: string; stderr: string }> =>
     new Promise((resolve, reject) => {
       const moduleUrl = new URL('./native-platform.ts', import.meta.url).href;
-      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code.replaceAll('MODULE', moduleUrl).replaceAll('DIR', dir)], {
+      const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', '--input-type=module', '-e', code.replaceAll('MODULE', moduleUrl).replaceAll('DIR', dir)], {
         cwd: fileURLToPath(new URL('../../../..', import.meta.url)),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -365,6 +365,36 @@ describe('native platform: process behaviour', () => {
     assert.equal(r.stderr.includes('Error'), false, r.stderr);
     assert.equal(r.status, 0);
     assert.match(r.stdout, /done/);
+  });
+
+  it('mappings dropped without unmap() are released by the garbage collector, once', async () => {
+    const r = await runChild(
+      `
+      import { readFileSync } from 'node:fs';
+      import { createNativePlatform } from 'MODULE';
+      const p = createNativePlatform();
+      const fd = p.memfd('gcprobe', 1 << 20);
+      const count = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('memfd:gcprobe')).length;
+      const mapSome = () => {
+        for (let i = 0; i < 64; i++) {
+          const r = p.mmap(fd, 1 << 20, 0);
+          new Uint8Array(r.buffer)[i] = i;
+          if (i % 2 === 0) r.unmap(); // half unmapped explicitly, half left to the GC
+        }
+      };
+      mapSome(); // in a function so no stack slot keeps the last region alive
+      const mapped = count();
+      for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
+      console.log('mapped=' + mapped + ' left=' + count());
+      p.close(fd);
+    `,
+      ['--expose-gc'],
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const m = /mapped=(\d+) left=(\d+)/.exec(r.stdout);
+    assert.ok(m, r.stdout);
+    assert.ok(Number(m[1]) >= 1); // some mappings were still alive before the GC
+    assert.equal(Number(m[2]), 0);
   });
 
   it('an exception thrown in a watch callback reaches uncaughtException', async () => {
