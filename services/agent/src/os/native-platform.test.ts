@@ -140,6 +140,26 @@ describe('native platform: sockets', () => {
     done();
   });
 
+  it('keeps chunks (and their fds) that arrive before onData is registered', async () => {
+    const { server, client, done } = await pair();
+    const efd = platform.eventfd();
+    client.send(new Uint8Array([5, 6]), [efd]);
+    // A poll pass in which the marker fires also reads the (handler-less) server socket.
+    const marker = platform.eventfd();
+    const passed = deferred<void>();
+    const w = platform.watchReadable(marker, () => passed.resolve());
+    platform.eventfdWrite(marker);
+    await passed.promise;
+    w.stop();
+    platform.close(marker);
+    const { data, fds } = await collect(server, 2);
+    assert.deepEqual([...data], [5, 6]);
+    assert.equal(fds.length, 1);
+    platform.close(fds[0] as number);
+    platform.close(efd);
+    done();
+  });
+
   it('accepts at most 32 fds per message and closes the rest', async () => {
     const { server, client, done } = await pair();
     const efd = platform.eventfd();
