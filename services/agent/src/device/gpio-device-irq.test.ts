@@ -306,3 +306,22 @@ test('reset() drops interrupt state and F_IRQ, keeps the backend state', async (
   assert.equal(backend.snapshot()[0]?.irqType, IrqType.EDGE_RISING);
   h.dev.close();
 });
+
+test('flushQueue(eventq) returns pending buffers INVALID and keeps the enable and the latch', async () => {
+  const { backend, h } = setup();
+  await enable(h, 0, IrqType.EDGE_RISING);
+  await enable(h, 1, IrqType.EDGE_RISING);
+  const b0 = h.unmask(0);
+  backend.drive(1, DriveValue.HIGH); // line 1 masked: latched
+  h.dev.flushQueue(1);
+  assert.deepEqual(eventResult(h, b0), INVALID);
+  assert.deepEqual(h.dev.irqState(0), { type: IrqType.EDGE_RISING, unmasked: false, latched: false });
+  assert.equal(h.dev.irqState(1)?.latched, true);
+  h.dev.stopQueue(1);
+  const eq2 = new FakeVirtqueue(1);
+  h.dev.startQueue(eq2);
+  eq2.add(encodeEventRequest(1), 1);
+  h.dev.kick(1);
+  assert.deepEqual([...(eq2.pushes[0]?.data ?? [])], VALID, 'the latched edge is reported on the new ring');
+  h.dev.close();
+});

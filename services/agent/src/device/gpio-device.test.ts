@@ -325,3 +325,22 @@ test('bad construction options are refused', () => {
   assert.throws(() => new GpioDevice({ backend: new ScriptedBackend(1), requestDeadlineMs: 0 }), RangeError);
   assert.throws(() => new GpioDevice({ backend: new ScriptedBackend(2, ['x', 'x']) }));
 });
+
+test('flushQueue(requestq) answers every in-flight request ERR now; late results are ignored', async () => {
+  const backend = new ScriptedBackend(2);
+  const h = harness(backend);
+  const a = h.request(T.GET_VALUE, 0);
+  const b = h.request(T.SET_VALUE, 0, 1); // waits behind a: never reaches the backend
+  const c = h.request(T.GET_VALUE, 1);
+  await flush();
+  h.dev.flushQueue(0);
+  assert.deepEqual(h.rq.pushes.map((p) => p.chain), [a, b, c]);
+  for (const x of [a, b, c]) assert.deepEqual(bytes(h.pushOf(x)?.data), [1, 0]);
+  for (const p of backend.pending()) p.resolve(1);
+  await flush();
+  assert.equal(h.rq.pushes.length, 3, 'no second answer');
+  assert.deepEqual(backend.callLog.map((x) => [x.op, x.offset]), [['getValue', 0], ['getValue', 1]]);
+  h.dev.flushQueue(0);
+  assert.equal(h.rq.pushes.length, 3, 'nothing left to flush');
+  h.dev.close();
+});

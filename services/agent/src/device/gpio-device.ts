@@ -88,6 +88,16 @@ export class RequestDeadlineError extends Error {
   override readonly name = 'RequestDeadlineError';
 }
 
+/** A requestq chain handed to a line's sequence and not answered yet. */
+interface InFlight {
+  readonly chain: DescriptorChain;
+  /** requestq generation the chain was popped in. */
+  readonly generation: number;
+  readonly typeName: string;
+  readonly t0: number;
+  done: boolean;
+}
+
 interface PendingBuffer {
   readonly chain: DescriptorChain;
   /** eventq generation the chain was popped in. */
@@ -126,6 +136,7 @@ export class GpioDevice implements VirtioDevice {
   /** Per-line tail of the same-line request chain. */
   private readonly lineTail: Promise<void>[];
   private readonly irq: IrqLine[];
+  private readonly inFlight = new Set<InFlight>();
   private readonly unsubscribe: () => void;
   private closed = false;
 
@@ -214,6 +225,27 @@ export class GpioDevice implements VirtioDevice {
     return l === undefined ? undefined : { type: l.type, unmasked: l.pending !== null, latched: l.latched };
   }
 
+  /**
+   * Give back everything popped from a queue and not yet completed, now: in-flight
+   * requests are answered ERR (their backend results are then ignored), pending eventq
+   * buffers are returned INVALID (latched edges are kept). For the transport to call while
+   * the ring is still attached, before a stop after which the guest lives on (GET_VRING_BASE
+   * for a VM pause or a device reset), because the reported ring base counts these chains
+   * as consumed: without this the guest would wait for them forever. The Linux driver
+   * re-queues an INVALID buffer of an enabled line, so no interrupt is lost.
+   */
+  flushQueue(index: number): void {
+    try {
+      if (index === QueueIndex.REQUESTQ) {
+        for (const rec of [...this.inFlight]) this.answer(rec, Status.ERR, 0, 'err');
+      } else if (index === QueueIndex.EVENTQ) {
+        for (const l of this.irq) this.finishPending(l, EventStatus.INVALID);
+      }
+    } catch (e) {
+      this.log.error('unexpected error flushing a queue', { chip: this.backend.chip, queue: index, error: String(e) });
+    }
+  }
+
   /** Detach from the backend and drop all queues (the backend itself stays open). */
   close(): void {
     if (this.closed) return;
@@ -231,6 +263,13 @@ export class GpioDevice implements VirtioDevice {
     if (c !== undefined) clearImmediate(c);
     this.continuation[i] = undefined;
     if (i === QueueIndex.EVENTQ) for (const l of this.irq) l.pending = null;
+    else {
+      for (const rec of this.inFlight) {
+        rec.done = true;
+        this.recordRequest(rec.typeName, 'dropped', rec.t0);
+      }
+      this.inFlight.clear();
+    }
   }
 
   private markBroken(i: 0 | 1, e: unknown): void {
@@ -329,7 +368,9 @@ export class GpioDevice implements VirtioDevice {
     // Same line: sequential, in arrival order. Different lines: independent chains.
     const offset = req.gpio;
     const prev = this.lineTail[offset] ?? Promise.resolve();
-    this.lineTail[offset] = prev.then(() => this.execute(req, problem, generation, chain, typeName, t0));
+    const rec: InFlight = { chain, generation, typeName, t0, done: false };
+    this.inFlight.add(rec);
+    this.lineTail[offset] = prev.then(() => this.execute(req, problem, rec));
   }
 
   private answerNames(generation: number, chain: DescriptorChain, t0: number): void {
@@ -355,16 +396,26 @@ export class GpioDevice implements VirtioDevice {
   }
 
   /** Run one validated-gpio request; never rejects. */
-  private async execute(req: GpioRequest, problem: string | null, generation: number, chain: DescriptorChain, typeName: string, t0: number): Promise<void> {
+  /** Answer an in-flight request once (a later answer for it is ignored). */
+  private answer(rec: InFlight, status: Status, value: number, outcome: RequestOutcome): void {
+    if (rec.done) return;
+    rec.done = true;
+    this.inFlight.delete(rec);
+    this.respond(rec.generation, rec.chain, rec.typeName, status, value, outcome, rec.t0);
+  }
+
+  private async execute(req: GpioRequest, problem: string | null, rec: InFlight): Promise<void> {
+    const typeName = rec.typeName;
     try {
+      if (rec.done) return; // answered by flushQueue() while it waited for its turn
       if (problem !== null) {
         this.log.warn('bad request answered ERR', { chip: this.backend.chip, problem });
-        this.respond(generation, chain, typeName, Status.ERR, 0, 'err', t0);
+        this.answer(rec, Status.ERR, 0, 'err');
         return;
       }
       if (req.type === RequestType.SET_IRQ_TYPE && !this.irqNegotiated) {
         this.log.warn('SET_IRQ_TYPE without F_IRQ answered ERR', { chip: this.backend.chip, gpio: req.gpio });
-        this.respond(generation, chain, typeName, Status.ERR, 0, 'err', t0);
+        this.answer(rec, Status.ERR, 0, 'err');
         return;
       }
       let value = 0;
@@ -378,14 +429,15 @@ export class GpioDevice implements VirtioDevice {
           gpio: req.gpio,
           error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
         });
-        this.respond(generation, chain, typeName, Status.ERR, 0, timeout ? 'timeout' : 'err', t0);
+        this.answer(rec, Status.ERR, 0, timeout ? 'timeout' : 'err');
         return;
       }
+      if (rec.done) return; // answered by flushQueue() meanwhile: the result is ignored
       if (req.type === RequestType.SET_IRQ_TYPE) {
         // Pushes a pending buffer INVALID (on NONE) before the response below is pushed.
         this.applyIrqType(req.gpio, req.value as IrqType);
       }
-      this.respond(generation, chain, typeName, Status.OK, value, 'ok', t0);
+      this.answer(rec, Status.OK, value, 'ok');
     } catch (e) {
       this.log.error('unexpected error handling a request', { chip: this.backend.chip, error: String(e) });
     }
