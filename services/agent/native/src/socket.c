@@ -220,6 +220,12 @@ static napi_value send_msg(napi_env env, napi_callback_info info) {
       napi_value v;
       NAPI_CALL(env, napi_get_element(env, argv[2], i, &v));
       if (!arg_fd(env, v, "fds[i]", &fds[i])) return NULL;
+      /* Check each fd first, so a bad fd is told apart from a broken socket. */
+      if (fcntl(fds[i], F_GETFD) < 0) {
+        char detail[64];
+        snprintf(detail, sizeof detail, "fds[%u] = %d cannot be sent", i, fds[i]);
+        return throw_errno_detail(env, "fcntl(F_GETFD)", errno, detail);
+      }
     }
   }
   if (len == 0) {

@@ -128,7 +128,8 @@ class NativeFdSocket implements FdSocket {
       try {
         sent = this.native.sendMsg(this.fd, data, fds);
       } catch (e) {
-        if (!(e instanceof OsError)) throw e; // a bad argument: the socket is fine
+        // A bad argument (or a bad fd to pass) leaves the socket fine; sendmsg failing does not.
+        if (!(e instanceof OsError) || e.syscall !== 'sendmsg') throw e;
         this.finish(e);
         throw new SocketClosedError(`send failed: ${e.message}`, { cause: e });
       }
