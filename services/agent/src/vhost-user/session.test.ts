@@ -112,7 +112,7 @@ class Frontend {
   }
 
   /** Send a request; fds are dup'ed as SCM_RIGHTS would (the session owns the copies). Returns the reply if one came. */
-  req(request: number, payload = new Uint8Array(0), opts: { fds?: number[]; needReply?: boolean } = {}): { request: number; flags: number; payload: Uint8Array } | undefined {
+  req(request: number, payload: Uint8Array = new Uint8Array(0), opts: { fds?: number[]; needReply?: boolean } = {}): { request: number; flags: number; payload: Uint8Array } | undefined {
     const before = this.replies.length;
     const msg: VhostUserMessage = {
       request,
