@@ -68,7 +68,7 @@ describe('replicas on one Redis', () => {
       const live = collect(r1.client, { chips: ['vm-a'] });
       let v = 0;
       for (let i = 0; i < 200 && live.events.length === 0; i++) {
-        await c2.drive({ target: { $case: 'line', value: off('vm-a', 1) }, value: (v++ % 2) + 1 });
+        await c2.drive({ target: { $case: 'line', value: off('vm-a', 1) }, value: v++ % 2 === 0 ? 1 : 2 });
         await new Promise((r) => setTimeout(r, 25));
       }
       live.cancel();

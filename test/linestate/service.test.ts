@@ -117,8 +117,8 @@ drives:
       const all = collect(f.client, { chips: [] });
       const line = collect(f.client, { chips: ['vm-b'], offset: 0 });
       let v = 1;
-      await untilLive(all, () => f.client.drive({ target: { $case: 'line', value: off('vm-a', 1) }, value: (v++ % 2) + 1 }));
-      await untilLive(line, () => f.client.drive({ target: { $case: 'line', value: off('vm-b', 0) }, value: (v++ % 2) + 1 }));
+      await untilLive(all, () => f.client.drive({ target: { $case: 'line', value: off('vm-a', 1) }, value: v++ % 2 === 0 ? 1 : 2 }));
+      await untilLive(line, () => f.client.drive({ target: { $case: 'line', value: off('vm-b', 0) }, value: v++ % 2 === 0 ? 1 : 2 }));
       for (const e of line.events) assert.deepEqual([e.chip, e.offset], ['vm-b', 0]);
       const seqs = all.events.filter((e) => e.chip === 'vm-a').map((e) => BigInt(e.seq));
       for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!, 'per-chip order');

@@ -1,0 +1,164 @@
+/**
+ * Line-state benchmark: the fabric's per-operation cost beside its floors, in one run on
+ * loopback with a spawned redis-server.
+ *
+ *  - gRPC floor: unary round trip of a minimal echo service (grpc-js, 24-byte payload),
+ *    server in a child process, client here.
+ *  - Redis floor: EVALSHA of a script doing HSET + PUBLISH (what one state change costs
+ *    Redis at least), from here.
+ *  - Fabric: LineOp SET_VALUE through the line-state service (child process, Redis store)
+ *    with the typed client here: sequential latency, and ops/s with 64 operations in
+ *    flight on 64 distinct lines.
+ *
+ * Target: set-value p50 <= 1.5 x (gRPC p50 + Redis p50). Writes bench/results/linestate.json.
+ *
+ *   npm run bench -- linestate        (or: npx tsx bench/linestate.ts [--iterations N])
+ */
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { credentials, makeGenericClientConstructor, Server, ServerCredentials, type ServiceError, type ServiceDefinition, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import { Redis } from 'ioredis';
+import { LineOpType } from '../services/common/src/gen/gpiofabric/v1/linestate.ts';
+import { createLineStateClient } from '../services/linestate/src/client.ts';
+import { startRedis } from '../test/support/redis.ts';
+import { exitWithParent, startChild } from './lib/child.ts';
+import { machine, machineText } from './lib/machine.ts';
+import { summarize, table, throughput, timeSequential, type Summary } from './lib/stats.ts';
+import type { BenchSuite } from './suites.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const self = fileURLToPath(import.meta.url);
+const RESULT_FILE = join(here, 'results', 'linestate.json');
+const IN_FLIGHT = 64;
+const TARGET_RATIO = 1.5;
+
+const identity = (b: Buffer): Buffer => b;
+const EchoService = {
+  echo: { path: '/bench.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+} satisfies ServiceDefinition;
+const EchoClient = makeGenericClientConstructor(EchoService, 'Echo');
+
+/** Child: the echo server. */
+async function echoChild(): Promise<void> {
+  const server = new Server();
+  server.addService(EchoService, { echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => cb(null, call.request) });
+  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+  exitWithParent(() => new Promise((r) => server.tryShutdown(() => r())));
+  console.log(`READY 127.0.0.1:${port}`);
+}
+
+/** Child: the line-state service on the Redis store. */
+async function serviceChild(url: string, fabric: string): Promise<void> {
+  const { createRedisStore } = await import('../services/linestate/src/store/redis-store.ts');
+  const { startLineStateServer } = await import('../services/linestate/src/server.ts');
+  const store = await createRedisStore({ url, fabric });
+  const server = await startLineStateServer({ store, listen: '127.0.0.1:0', log: (m) => console.error(m) });
+  exitWithParent(async () => {
+    await server.close();
+    await store.close();
+  });
+  console.log(`READY ${server.address}`);
+}
+
+export interface LineStateBenchResult {
+  grpc_rtt_p50_us: number;
+  grpc_rtt_p99_us: number;
+  grpc_rtt_min_us: number;
+  redis_rtt_p50_us: number;
+  redis_rtt_p99_us: number;
+  redis_rtt_min_us: number;
+  set_value_p50_us: number;
+  set_value_p99_us: number;
+  set_value_min_us: number;
+  ops_per_s: number;
+  grpc_echo_ops_per_s: number;
+  floor_p50_us: number;
+  ratio: number;
+  target_ratio: number;
+  target_met: boolean;
+}
+
+export async function runLineStateBench(opts: { iterations?: number; warmup?: number } = {}): Promise<LineStateBenchResult> {
+  const n = opts.iterations ?? 5000;
+  const warmup = opts.warmup ?? 1000;
+  const total = Math.max(n * 4, 20_000);
+  if (process.env['GPIOFABRIC_TEST_CONTAINERS'] === undefined) process.env['GPIOFABRIC_TEST_CONTAINERS'] = '0';
+  const redis = await startRedis();
+  const cleanup: (() => Promise<void>)[] = [() => redis.stop()];
+  try {
+    // --- floors
+    const echo = await startChild(self, ['--echo']);
+    cleanup.unshift(() => echo.stop());
+    const ec = new EchoClient(echo.ready, credentials.createInsecure());
+    const payload = Buffer.alloc(24, 7);
+    const echoCall = () => new Promise<Buffer>((res, rej) => (ec as unknown as { echo(b: Buffer, cb: (e: ServiceError | null, r: Buffer) => void): void }).echo(payload, (e, r) => (e ? rej(e) : res(r))));
+    const grpc = await timeSequential(echoCall, n, warmup);
+    const grpcOps = await throughput(echoCall, IN_FLIGHT, total);
+    ec.close();
+
+    const r = new Redis(redis.url, { lazyConnect: false });
+    const sha = (await r.script('LOAD', "redis.call('HSET', KEYS[1], 'v', ARGV[1]); redis.call('PUBLISH', KEYS[2], ARGV[1]); return 1")) as string;
+    const red = await timeSequential((i) => r.evalsha(sha, 2, 'bench:line', 'bench:events', String(i & 1)), n, warmup);
+    r.disconnect();
+
+    // --- the fabric
+    const svc = await startChild(self, ['--service', redis.url, `bench-${process.pid}`]);
+    cleanup.unshift(() => svc.stop());
+    const c = createLineStateClient(svc.ready);
+    const reg = await c.registerChip({ chip: 'bench', ngpio: IN_FLIGHT, names: [], owner: 'bench', leaseTtlMs: 600_000 });
+    const tok = reg.leaseToken;
+    for (let off = 0; off < IN_FLIGHT; off++) await c.lineOp({ chip: 'bench', leaseToken: tok, op: LineOpType.LINE_OP_TYPE_SET_DIRECTION, offset: off, value: 1 });
+    const setValue = (offset: number, value: number) => c.lineOp({ chip: 'bench', leaseToken: tok, op: LineOpType.LINE_OP_TYPE_SET_VALUE, offset, value });
+    const sv = await timeSequential((i) => setValue(0, i & 1), n, warmup);
+    const ops = await throughput((w, i) => setValue(w, i & 1), IN_FLIGHT, total);
+    c.close();
+
+    const floor = Math.round((grpc.p50_us + red.p50_us) * 10) / 10;
+    const ratio = Math.round((sv.p50_us / floor) * 100) / 100;
+    const result: LineStateBenchResult = {
+      grpc_rtt_p50_us: grpc.p50_us, grpc_rtt_p99_us: grpc.p99_us, grpc_rtt_min_us: grpc.min_us,
+      redis_rtt_p50_us: red.p50_us, redis_rtt_p99_us: red.p99_us, redis_rtt_min_us: red.min_us,
+      set_value_p50_us: sv.p50_us, set_value_p99_us: sv.p99_us, set_value_min_us: sv.min_us,
+      ops_per_s: ops, grpc_echo_ops_per_s: grpcOps,
+      floor_p50_us: floor, ratio, target_ratio: TARGET_RATIO, target_met: ratio <= TARGET_RATIO,
+    };
+    report(grpc, red, sv, result, n);
+    return result;
+  } finally {
+    for (const f of cleanup) await f().catch(() => {});
+  }
+}
+
+function report(grpc: Summary, red: Summary, sv: Summary, r: LineStateBenchResult, n: number): void {
+  const m = machine();
+  const row = (name: string, s: Summary) => [name, s.min_us, s.p50_us, s.p99_us];
+  console.log(`machine: ${machineText(m)}\nsequential round trips, ${n} each after warm-up (µs):\n`);
+  console.log(table(['path', 'min', 'median', 'p99'], [
+    row('gRPC unary echo (floor)', grpc),
+    row('Redis EVALSHA HSET+PUBLISH (floor)', red),
+    ['floor sum (medians)', '', r.floor_p50_us, ''],
+    row('LineOp SET_VALUE via service + Redis', sv),
+  ]));
+  console.log(`\nset-value median / floor = ${r.ratio} (target <= ${TARGET_RATIO}: ${r.target_met ? 'met' : 'MISSED'})`);
+  console.log(`throughput, ${IN_FLIGHT} in flight: LineOp SET_VALUE ${r.ops_per_s} ops/s; gRPC echo ${r.grpc_echo_ops_per_s} calls/s`);
+  mkdirSync(dirname(RESULT_FILE), { recursive: true });
+  writeFileSync(RESULT_FILE, `${JSON.stringify({ ...r, iterations: n, in_flight: IN_FLIGHT, machine: m, date: new Date().toISOString() }, null, 2)}\n`);
+  console.log(`\nwrote ${RESULT_FILE}`);
+}
+
+export const suite: BenchSuite = {
+  description: 'LineOp round trip through the line-state service on Redis, beside the raw gRPC and Redis floors',
+  run: async () => { await runLineStateBench(); },
+};
+
+const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
+if (isMain) {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--echo') await echoChild();
+  else if (argv[0] === '--service') await serviceChild(argv[1] ?? '', argv[2] ?? 'bench');
+  else {
+    const at = argv.indexOf('--iterations');
+    await runLineStateBench(at >= 0 ? { iterations: Number(argv[at + 1]) } : {});
+  }
+}

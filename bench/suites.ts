@@ -1,0 +1,12 @@
+/**
+ * Benchmark suites by name (`npm run bench -- NAME...`). Each is loaded only when run.
+ * A suite prints its table and writes bench/results/<name>.json.
+ */
+export interface BenchSuite {
+  readonly description: string;
+  run(): Promise<void>;
+}
+
+export const suites: Readonly<Record<string, () => Promise<BenchSuite>>> = {
+  linestate: async () => (await import('./linestate.ts')).suite,
+};
