@@ -215,7 +215,7 @@ T_KERNEL=$(secs "$T")
 T=$(now)
 hash_files() { cat "$@" | sha256sum | cut -c1-64; }
 KEY=$(printf '%s\n' "kabi=$KABI" "kver=$KVER" "qemu=$QEMU_VER" "gpiod=$GPIOD_VER" "busybox=$BUSYBOX_VER" "gcc=$GCC_VER" \
-  "src=$(hash_files "${BASH_SOURCE[0]}" "$E2E_DIR/guest/init.sh" "$E2E_DIR/guest/levelirq/levelirq.c" "$E2E_DIR/guest/levelirq/Kbuild" "$KDIR/gpio-virtio.c")" \
+  "src=$(hash_files "${BASH_SOURCE[0]}" "$E2E_DIR/guest/init.sh" "$E2E_DIR/guest/serve.sh" "$E2E_DIR/guest/levelirq/levelirq.c" "$E2E_DIR/guest/levelirq/Kbuild" "$KDIR/gpio-virtio.c")" \
   | sha256sum | cut -c1-16)
 OUT="$CACHE/builds/$KEY"
 built=0
@@ -257,6 +257,7 @@ if [ ! -f "$OUT/.complete" ]; then
   done
   cp "$OUT/gpio-virtio.ko" "$OUT/levelirq.ko" "$R/lib/modules/"
   cp "$E2E_DIR/guest/init.sh" "$R/init"; chmod 755 "$R/init"
+  cp "$E2E_DIR/guest/serve.sh" "$R/bin/gf-serve"; chmod 755 "$R/bin/gf-serve"
   echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
   echo 'root:x:0:' > "$R/etc/group"
   mknod -m 600 "$R/dev/console" c 5 1
@@ -289,6 +290,7 @@ cat > "$CACHE/manifest.json.tmp" <<EOF
   "modules": { "gpioVirtio": "$OUT/gpio-virtio.ko", "levelirq": "$OUT/levelirq.ko" },
   "guestTools": $(json_list $(cat "$OUT/tools.txt")),
   "readyMarker": "GPIOFABRIC-READY",
+  "serveMarker": "GPIOFABRIC-SERVE-READY",
   "packages": {
     "qemu-system-x86": "$QEMU_VER",
     "gpiod": "$GPIOD_VER",

@@ -23,6 +23,11 @@ for m in gpio-virtio levelirq; do
   fi
 done
 echo "GPIOFABRIC-READY kernel=$(uname -r) modules=${loaded# }"
-# the shell gets the console as its controlling tty; when it exits the guest powers off
-setsid cttyhack sh
+# gpiofabric.serve=1 on the kernel command line: serve the TypeScript harness (no echo,
+# no prompt); otherwise an interactive shell. Either gets the console as its controlling
+# tty; when it exits the guest powers off.
+case " $(cat /proc/cmdline) " in
+  *" gpiofabric.serve=1 "*) setsid cttyhack /bin/gf-serve ;;
+  *) setsid cttyhack sh ;;
+esac
 poweroff -f
