@@ -156,8 +156,11 @@ export function runStoreContract(label: string, makeStore: () => Promise<StoreUn
         assert.deepEqual(await s.getNames('vm-a'), ['', 'reset', '']);
         await rejects(s, () => s.getLine(named('vm-a', 'btn')), ErrorCode.NOT_FOUND);
         await s.releaseChip('vm-a', t2);
-        await register(s, 'vm-a', 3);
+        const t3 = await register(s, 'vm-a', 3);
         assert.deepEqual(await s.getNames('vm-a'), ['', 'reset', '']);
+        await s.releaseChip('vm-a', t3);
+        await register(s, 'vm-a', 3, { names: ['', '', ''] });
+        assert.deepEqual(await s.getNames('vm-a'), ['', 'reset', ''], 'all-empty names count as no names');
         assert.equal((await s.listLines('vm-a'))[1]!.name, 'reset');
       });
 

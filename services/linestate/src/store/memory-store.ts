@@ -135,7 +135,7 @@ class MemoryStore implements LineStore {
       this.chips.set(chip.id, chip);
     }
     const tookOver = restored && chip.token !== 0n && chip.owner !== input.owner;
-    if (input.names.length > 0) chip.names = normNames(input.names);
+    if (input.names.some((n) => n !== '')) chip.names = [...input.names]; // no (or all-empty) names keep the stored ones
     chip.fence += 1n;
     chip.token = chip.fence;
     chip.owner = input.owner;

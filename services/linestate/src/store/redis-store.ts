@@ -263,9 +263,8 @@ class RedisStore implements LineStore {
 
   async setBias(line: LineAddress, bias: Pull): Promise<LineInfo> {
     checkPull(bias, 'bias');
-    const args = selectorArgs(line);
-    await this.run('setbias', ...args, bias);
-    return this.getLine(line);
+    const r = (await this.run('setbias', ...selectorArgs(line), bias)) as [Dump, string];
+    return decodeLine(r[0], r[1]);
   }
 
   async applyTopology(t: Topology, dryRun: boolean): Promise<ApplyResult> {

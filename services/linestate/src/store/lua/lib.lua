@@ -392,3 +392,12 @@ end
 local function line_dump(l)
   return { l.chip, l.off, packed(l), lnet(l) }
 end
+
+-- the name of one line ('' when unnamed)
+local function line_name(l)
+  local nm = redis.call('HGETALL', knm(l.chip))
+  for i = 1, #nm, 2 do
+    if tonumber(nm[i + 1]) == l.off then return nm[i] end
+  end
+  return ''
+end

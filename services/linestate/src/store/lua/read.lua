@@ -31,12 +31,7 @@ elseif mode == 'nets' then
   return out
 elseif mode == 'line' then
   local l = resolve_line(ARGV[4], ARGV[5], ARGV[6])
-  local nm = redis.call('HGETALL', knm(l.chip))
-  local name = ''
-  for i = 1, #nm, 2 do
-    if tonumber(nm[i + 1]) == l.off then name = nm[i] end
-  end
-  return { line_dump(l), name }
+  return { line_dump(l), line_name(l) }
 elseif mode == 'names' then
   must_chip(ARGV[4])
   return chip_dump(ARGV[4])
