@@ -300,7 +300,7 @@ export class VhostUserSession {
         expectNoFds(fds, 'GET_VRING_BASE');
         const s = decodeState(payload);
         const r = this.#ringAt(s.index);
-        this.#stopRing(r);
+        this.#stopRing(r, true);
         this.#dropKick(r);
         return encodeStateReply(request, { index: s.index, num: r.base });
       }
@@ -341,7 +341,7 @@ export class VhostUserSession {
         if (s.num > 1) throw new VhostUserRequestError(`ring ${s.index}: enable value ${s.num} is not 0 or 1`);
         r.enabled = s.num === 1;
         if (r.enabled) this.#tryStart(r);
-        else this.#stopRing(r);
+        else this.#stopRing(r, true);
         return undefined;
       }
       case Request.GET_CONFIG: {
@@ -518,9 +518,21 @@ export class VhostUserSession {
     }
   }
 
-  #stopRing(r: Ring): void {
+  /**
+   * Stop a running ring. `flush`: the front-end keeps the ring (pause, disable), so the
+   * device first completes what it popped and has not answered (the reported base
+   * counts those chains as consumed; unanswered they would hang the guest).
+   */
+  #stopRing(r: Ring, flush = false): void {
     const q = r.queue;
     if (q === null) return;
+    if (flush) {
+      try {
+        this.#device.flushQueue?.(r.index);
+      } catch (e) {
+        this.#log(`ring ${r.index}: device flushQueue failed: ${(e as Error).message}`);
+      }
+    }
     try {
       this.#device.stopQueue(r.index);
     } catch (e) {

@@ -50,6 +50,12 @@ export interface VirtioDevice {
   startQueue(queue: Virtqueue): void;
   /** The driver kicked queue `index`. */
   kick(index: number): void;
+  /**
+   * Optional: the queue is about to stop while the front-end keeps the ring (VM pause,
+   * SET_VRING_ENABLE 0, GET_VRING_BASE). Complete what was popped and not answered yet,
+   * since the reported ring base counts it as consumed (the guest would wait forever).
+   */
+  flushQueue?(index: number): void;
   /** The queue stops (SET_VRING_ENABLE 0, GET_VRING_BASE, disconnect). */
   stopQueue(index: number): void;
   /** The frontend went away or reset the device: drop per-connection state. */

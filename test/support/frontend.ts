@@ -1,0 +1,310 @@
+/**
+ * The frontend test driver: plays QEMU (vhost-user front-end) and the guest's
+ * gpio-virtio driver against a real agent over a real UNIX socket, with memfd-backed
+ * guest memory, real split rings and real eventfds (the native Platform).
+ *
+ *   const fe = await Frontend.connect('/tmp/x.sock');
+ *   await fe.start();                       // QEMU 10.x-like handshake, DRIVER_OK
+ *   const r = await fe.request(GET_VALUE, 3);  // -> { status, value, usedLen, bytes }
+ *   const ev = fe.armIrq(3);                // queue an eventq buffer (= unmask)
+ *   await ev;                               // -> { status: VALID|INVALID, usedLen }
+ *
+ * Raw access (`send`, `call`, the rings) lets tests send hostile input.
+ */
+import { createNativePlatform } from '../../services/agent/src/os/native-platform.ts';
+import type { FdSocket, MappedRegion, Platform, Watch } from '../../services/agent/src/os/platform.ts';
+import { MessageReader, encodeAddrPayload, encodeMemTablePayload, encodeRequest, encodeStatePayload, encodeU64Payload, encodeVringFilePayload, type VhostUserMessage } from '../../services/agent/src/vhost-user/codec.ts';
+import { HeaderFlag, ProtocolFeatureBit, Request, featureMask } from '../../services/agent/src/vhost-user/protocol.ts';
+import { DriverRing, GuestAllocator, GuestRam, layoutRing, type UsedChain } from './virtio-driver.ts';
+
+/** virtio-gpio request types. */
+export const Gpio = {
+  GET_NAMES: 1,
+  GET_DIRECTION: 2,
+  SET_DIRECTION: 3,
+  GET_VALUE: 4,
+  SET_VALUE: 5,
+  SET_IRQ_TYPE: 6,
+} as const;
+
+export const GPIO_F_IRQ = 1n;
+const VERSION_1 = featureMask(32);
+const INDIRECT = featureMask(28);
+const EVENT_IDX = featureMask(29);
+const PROTOCOL_FEATURES = featureMask(30);
+
+/** A fake front-end virtual address for guest RAM (ring addresses are sent as VAs). */
+const FRONTEND_VA = 0x7f00_0000_0000n;
+
+export interface GpioResponse {
+  readonly status: number;
+  readonly value: number;
+  readonly usedLen: number;
+  /** Every byte of the writable buffer. */
+  readonly bytes: Uint8Array;
+}
+
+export interface EventCompletion {
+  readonly status: number;
+  readonly usedLen: number;
+}
+
+export interface FrontendOptions {
+  /** Ring size (QEMU 10: 64, QEMU 7.2: 256). */
+  readonly queueSize?: number;
+  /** Guest RAM size in bytes (default 1 MiB). */
+  readonly memorySize?: number;
+  /** Negotiate EVENT_IDX (default true). */
+  readonly eventIdx?: boolean;
+  /** Negotiate INDIRECT_DESC and use indirect chains (default false: 2 descriptors, like Linux without it). */
+  readonly indirect?: boolean;
+  /** Negotiate VIRTIO_GPIO_F_IRQ (default true; QEMU 7.2 never does). */
+  readonly irq?: boolean;
+  /** How long request()/armIrq()/replies may take before the driver gives up (default 10 s). */
+  readonly timeoutMs?: number;
+}
+
+interface Waiter<T> {
+  resolve(v: T): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+export class Frontend {
+  readonly platform: Platform;
+  readonly socket: FdSocket;
+  readonly opts: Required<FrontendOptions>;
+  #reader = new MessageReader();
+  #replies: VhostUserMessage[] = [];
+  #replyWaiters: Waiter<VhostUserMessage>[] = [];
+  #closed = false;
+  #closeError: Error | undefined;
+
+  memfd = -1;
+  mapping: MappedRegion | undefined;
+  ram: GuestRam | undefined;
+  rings: DriverRing[] = [];
+  kickFds: number[] = [];
+  callFds: number[] = [];
+  #watches: Watch[] = [];
+  #pending = new Map<object, Waiter<UsedChain>>();
+  features = 0n;
+  deviceFeatures = 0n;
+
+  private constructor(platform: Platform, socket: FdSocket, opts: FrontendOptions) {
+    this.platform = platform;
+    this.socket = socket;
+    this.opts = {
+      queueSize: opts.queueSize ?? 64,
+      memorySize: opts.memorySize ?? 1 << 20,
+      eventIdx: opts.eventIdx ?? true,
+      indirect: opts.indirect ?? false,
+      irq: opts.irq ?? true,
+      timeoutMs: opts.timeoutMs ?? 10_000,
+    };
+    socket.onData((data, fds) => {
+      for (const fd of fds) platform.close(fd);
+      const r = this.#reader.push(data);
+      for (const m of r.messages) {
+        const w = this.#replyWaiters.shift();
+        if (w !== undefined) {
+          clearTimeout(w.timer);
+          w.resolve(m);
+        } else this.#replies.push(m);
+      }
+      if (r.error !== null) this.#fail(r.error);
+    });
+    socket.onClose((e) => this.#fail(e ?? new Error('agent closed the vhost-user connection')));
+  }
+
+  /** Connect to an agent's socket, retrying while it is not listening yet. */
+  static async connect(path: string, opts: FrontendOptions = {}, platform: Platform = createNativePlatform()): Promise<Frontend> {
+    const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+    for (;;) {
+      try {
+        const s = await platform.connectUnix(path);
+        return new Frontend(platform, s, opts);
+      } catch (e) {
+        if (Date.now() > deadline) throw new Error(`cannot connect to ${path}: ${(e as Error).message}`, { cause: e });
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #fail(e: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeError = e;
+    for (const w of this.#replyWaiters) {
+      clearTimeout(w.timer);
+      w.reject(e);
+    }
+    this.#replyWaiters = [];
+    for (const w of this.#pending.values()) {
+      clearTimeout(w.timer);
+      w.reject(e);
+    }
+    this.#pending.clear();
+  }
+
+  /** Send one raw message (bytes as given) with optional fds. */
+  sendRaw(bytes: Uint8Array, fds: readonly number[] = []): void {
+    this.socket.send(bytes, fds);
+  }
+
+  /** Send a request; returns the reply when one is expected. */
+  async send(request: number, payload?: Uint8Array, o: { fds?: readonly number[]; needReply?: boolean; expectReply?: boolean } = {}): Promise<VhostUserMessage | undefined> {
+    this.socket.send(encodeRequest(request, payload, o.needReply === true ? { needReply: true } : undefined), o.fds ?? []);
+    if (o.expectReply !== true && o.needReply !== true) return undefined;
+    return this.nextReply(request);
+  }
+
+  /** The next reply message; checks it answers `request` with flags exactly 0x5. */
+  async nextReply(request?: number): Promise<VhostUserMessage> {
+    const m = this.#replies.shift() ?? (await new Promise<VhostUserMessage>((resolve, reject) => {
+      if (this.#closed) {
+        reject(this.#closeError ?? new Error('closed'));
+        return;
+      }
+      const timer = setTimeout(() => reject(new Error(`no vhost-user reply within ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
+      this.#replyWaiters.push({ resolve, reject, timer });
+    }));
+    if (request !== undefined && m.request !== request) throw new Error(`reply to request ${m.request}, expected ${request}`);
+    if (m.flags !== (HeaderFlag.VERSION | HeaderFlag.REPLY)) throw new Error(`reply flags 0x${m.flags.toString(16)}, expected 0x5`);
+    return m;
+  }
+
+  async getU64(request: number): Promise<bigint> {
+    const r = await this.send(request, undefined, { expectReply: true });
+    if (r === undefined || r.payload.length !== 8) throw new Error('bad u64 reply');
+    return new DataView(r.payload.buffer, r.payload.byteOffset, 8).getBigUint64(0, true);
+  }
+
+  async getConfig(offset = 0, size = 8): Promise<Uint8Array> {
+    const p = new Uint8Array(12 + size);
+    const v = new DataView(p.buffer);
+    v.setUint32(0, offset, true);
+    v.setUint32(4, size, true);
+    const r = await this.send(Request.GET_CONFIG, p, { expectReply: true });
+    if (r === undefined) throw new Error('no GET_CONFIG reply');
+    return r.payload.slice(12);
+  }
+
+  /**
+   * The QEMU 10.x sequence: features, protocol features, owner, config, then at
+   * DRIVER_OK: SET_FEATURES, SET_MEM_TABLE, per ring NUM/BASE/ADDR/KICK/CALL, ENABLE.
+   */
+  async start(): Promise<void> {
+    this.deviceFeatures = await this.getU64(Request.GET_FEATURES);
+    const proto = await this.getU64(Request.GET_PROTOCOL_FEATURES);
+    const wantProto = proto & (featureMask(ProtocolFeatureBit.REPLY_ACK) | featureMask(ProtocolFeatureBit.CONFIG) | featureMask(ProtocolFeatureBit.MQ));
+    await this.send(Request.SET_PROTOCOL_FEATURES, encodeU64Payload(wantProto));
+    await this.send(Request.SET_OWNER);
+    await this.getConfig();
+    let f = VERSION_1 | PROTOCOL_FEATURES;
+    if (this.opts.irq) f |= GPIO_F_IRQ;
+    if (this.opts.eventIdx) f |= EVENT_IDX;
+    if (this.opts.indirect) f |= INDIRECT;
+    this.features = f & (this.deviceFeatures | PROTOCOL_FEATURES);
+    await this.send(Request.SET_FEATURES, encodeU64Payload(this.features));
+
+    const size = this.opts.memorySize;
+    this.memfd = this.platform.memfd('gf-guest-ram', size);
+    this.mapping = this.platform.mmap(this.memfd, size, 0);
+    this.ram = new GuestRam([{ gpa: 0n, bytes: new Uint8Array(this.mapping.buffer) }]);
+    await this.send(Request.SET_MEM_TABLE, encodeMemTablePayload([{ guestPhysAddr: 0n, memorySize: BigInt(size), userspaceAddr: FRONTEND_VA, mmapOffset: 0n }]), { fds: [this.memfd], needReply: true });
+
+    const nq = this.opts.irq ? 2 : 1;
+    const q = this.opts.queueSize;
+    const ringBytes = 0x3000 + 16 * q + 8 * q;
+    const ringsEnd = BigInt(nq * ringBytes);
+    const alloc = new GuestAllocator(ringsEnd, BigInt(size) - ringsEnd);
+    for (let i = 0; i < nq; i++) {
+      const layout = layoutRing(q, BigInt(i * ringBytes));
+      const ring = new DriverRing({ ram: this.ram, size: q, layout, allocator: alloc, eventIdx: this.opts.eventIdx });
+      this.rings.push(ring);
+      await this.send(Request.SET_VRING_NUM, encodeStatePayload({ index: i, num: q }));
+      await this.send(Request.SET_VRING_BASE, encodeStatePayload({ index: i, num: 0 }));
+      await this.send(Request.SET_VRING_ADDR, encodeAddrPayload({ index: i, flags: 0, desc: FRONTEND_VA + layout.desc, used: FRONTEND_VA + layout.used, avail: FRONTEND_VA + layout.avail, log: 0n }));
+      const kick = this.platform.eventfd();
+      const call = this.platform.eventfd();
+      this.kickFds.push(kick);
+      this.callFds.push(call);
+      await this.send(Request.SET_VRING_KICK, encodeVringFilePayload(i, false), { fds: [kick] });
+      await this.send(Request.SET_VRING_CALL, encodeVringFilePayload(i, false), { fds: [call] });
+      this.#watches.push(this.platform.watchReadable(call, () => this.#onCall(i)));
+    }
+    for (let i = 0; i < nq; i++) {
+      await this.send(Request.SET_VRING_ENABLE, encodeStatePayload({ index: i, num: 1 }), { needReply: true });
+    }
+  }
+
+  #onCall(i: number): void {
+    this.platform.eventfdRead(this.callFds[i] as number);
+    const ring = this.rings[i];
+    if (ring === undefined) return;
+    for (const u of ring.takeUsed()) {
+      const w = this.#pending.get(u.token as object);
+      if (w === undefined) continue;
+      this.#pending.delete(u.token as object);
+      clearTimeout(w.timer);
+      w.resolve(u);
+    }
+  }
+
+  /** Add a chain to ring `i`, publish, kick; resolves with the used entry. */
+  submit(i: number, readable: Uint8Array[], writable: number[], o: { kick?: boolean } = {}): Promise<UsedChain> {
+    const ring = this.rings[i];
+    if (ring === undefined) return Promise.reject(new Error(`no ring ${i}`));
+    if (this.#closed) return Promise.reject(this.#closeError ?? new Error('closed'));
+    const token = {};
+    const p = new Promise<UsedChain>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(token);
+        reject(new Error(`no used entry on ring ${i} within ${this.opts.timeoutMs} ms`));
+      }, this.opts.timeoutMs);
+      this.#pending.set(token, { resolve, reject, timer });
+    });
+    ring.addChain({ readable, writable, indirect: this.opts.indirect }, token);
+    const wants = ring.publish();
+    if (o.kick !== false && wants) this.platform.eventfdWrite(this.kickFds[i] as number, 1n);
+    return p;
+  }
+
+  /** A requestq round trip. `writable` defaults to 2 (the response size). */
+  async request(type: number, gpio: number, value = 0, writable = 2): Promise<GpioResponse> {
+    const req = new Uint8Array(8);
+    const v = new DataView(req.buffer);
+    v.setUint16(0, type, true);
+    v.setUint16(2, gpio, true);
+    v.setUint32(4, value, true);
+    const u = await this.submit(0, [req], [writable]);
+    return { status: u.written[0] ?? 255, value: u.written[1] ?? 255, usedLen: u.len, bytes: u.written };
+  }
+
+  /** Queue an eventq buffer for `gpio` (= unmask); resolves when the device returns it. */
+  armIrq(gpio: number): Promise<EventCompletion> {
+    const req = new Uint8Array(2);
+    new DataView(req.buffer).setUint16(0, gpio, true);
+    return this.submit(1, [req], [1]).then((u) => ({ status: u.written[0] ?? 255, usedLen: u.len }));
+  }
+
+  /** Close the connection and release every fd and mapping. */
+  close(): void {
+    for (const w of this.#watches) w.stop();
+    this.#watches = [];
+    this.socket.close();
+    for (const fd of [...this.kickFds, ...this.callFds]) this.platform.close(fd);
+    this.kickFds = [];
+    this.callFds = [];
+    if (this.memfd >= 0) this.platform.close(this.memfd);
+    this.memfd = -1;
+    this.mapping?.unmap();
+    this.mapping = undefined;
+    this.#fail(new Error('front-end closed'));
+  }
+}
