@@ -15,7 +15,7 @@ export const MAX_OWNER_LENGTH = 128;
 /** Lease TTL bounds; 0 in a request means DEFAULT. */
 export const LEASE_TTL_MS = { DEFAULT: 10_000, MIN: 500, MAX: 600_000 } as const;
 /** Largest number of members of one net. */
-export const MAX_NET_MEMBERS = 4096;
+export const MAX_NET_MEMBERS = 2048; // keeps every Lua multi-argument call under its stack limit
 /** Default and largest page of readEvents. */
 export const READ_EVENTS_LIMIT = { DEFAULT: 1000, MAX: 10_000 } as const;
 /** Default per-chip event retention. */
