@@ -29,6 +29,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
+[ "${GPIOFABRIC_E2E:-1}" = 0 ] || bash test/e2e/provision.sh  # real-guest e2e: QEMU >= 9, Debian kernel, gpio-virtio.ko, initramfs (docs/e2e.md)
+
 # 3. Run every test file.
 mapfile -t files < <(find services test -name '*.test.ts' -not -path '*/node_modules/*' | sort | grep -E "${GPIOFABRIC_TEST_FILTER:-.}")
 if [ ${#files[@]} -eq 0 ]; then
