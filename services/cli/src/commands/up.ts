@@ -1,0 +1,104 @@
+import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger } from '../../../common/src/log.ts';
+import { startAgent, MAX_AGENT_NGPIO, type RunningAgent } from '../../../agent/src/agent.ts';
+import { startLineStateServer } from '../../../linestate/src/server.ts';
+import type { LineStore } from '../../../linestate/src/store/store.ts';
+import { UsageError, type Command } from '../command.ts';
+import { parse } from '../operator.ts';
+import { intArg, qemuArgs, QEMU_NOTE } from '../agent-options.ts';
+import { waitForSignal } from '../signals.ts';
+
+function defaultDir(): string {
+  const run = process.env['XDG_RUNTIME_DIR'];
+  return run !== undefined && run !== '' ? join(run, 'gpio-fabric') : join(tmpdir(), `gpio-fabric-${process.getuid?.() ?? 'user'}`);
+}
+
+/** `gpio-fabric up`: a whole local fabric in one process (what `npm start` runs). */
+export const command: Command = {
+  summary: 'run a local fabric: the line-state service (embedded store) plus one agent per VM',
+  help: `Usage: gpio-fabric up [--vms vm-a,vm-b] [--lines N] [--dir DIR] [--listen ADDR]
+                      [--redis URL [--fabric NAME]] [--wire]
+
+Starts, in this process, the line-state service (on the embedded in-memory store unless
+--redis is given) and one agent per VM, then prints for each VM the QEMU arguments that
+attach it. Operators use the other commands against --listen (e.g. gpio-fabric ls).
+Ctrl-C stops everything.
+
+Options:
+  --vms LIST      chip ids of the VMs (default vm-a,vm-b)
+  --lines N       lines per VM (default 8)
+  --dir DIR       directory for the vhost-user sockets (default $XDG_RUNTIME_DIR/gpio-fabric
+                  or ${join(tmpdir(), 'gpio-fabric-<uid>')})
+  --listen ADDR   line-state service address (default 127.0.0.1:7070; port 0 = any)
+  --redis URL     keep the state in Redis instead of this process
+  --fabric NAME   fabric name on Redis (default "default")
+  --wire          wire line 0 of every VM into one net named "demo" (pull down)
+
+${QEMU_NOTE}`,
+  async run(argv) {
+    const { values } = parse(argv, {
+      vms: { type: 'string' }, lines: { type: 'string' }, dir: { type: 'string' }, listen: { type: 'string' },
+      redis: { type: 'string' }, fabric: { type: 'string' }, wire: { type: 'boolean' },
+    }, { min: 0, max: 0, what: 'no positional arguments' });
+    const vms = (values.vms ?? 'vm-a,vm-b').split(',').filter((v) => v !== '');
+    if (vms.length === 0) throw new UsageError('--vms needs at least one chip id');
+    if (new Set(vms).size !== vms.length) throw new UsageError('--vms lists a chip twice');
+    const ngpio = intArg('lines', values.lines, 8, 1, MAX_AGENT_NGPIO);
+    const dir = values.dir ?? defaultDir();
+    const listen = values.listen ?? '127.0.0.1:7070';
+    if (values.fabric !== undefined && values.redis === undefined) throw new UsageError('--fabric names a fabric on Redis: give --redis URL too');
+    if (values.wire === true && vms.length < 2) throw new UsageError('--wire needs at least two VMs');
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new UsageError(`cannot create socket directory ${dir}: ${(e as Error).message}`);
+    }
+    const log = createLogger('up');
+
+    let store: LineStore;
+    if (values.redis !== undefined) {
+      const { createRedisStore } = await import('../../../linestate/src/store/redis-store.ts');
+      store = await createRedisStore({ url: values.redis, fabric: values.fabric ?? 'default' });
+    } else {
+      const { createMemoryStore } = await import('../../../linestate/src/store/memory-store.ts');
+      store = createMemoryStore();
+    }
+    const agents: RunningAgent[] = [];
+    let server: Awaited<ReturnType<typeof startLineStateServer>> | undefined;
+    const shutdown = async (): Promise<void> => {
+      for (const a of agents.reverse()) await a.close();
+      await server?.close();
+      await store.close();
+    };
+    try {
+      server = await startLineStateServer({ store, listen, log: (m) => log.info(m) });
+      for (const chip of vms) {
+        agents.push(await startAgent({ socketPath: join(dir, `${chip}.sock`), chip, ngpio, backend: { kind: 'remote', server: server.address }, log: createLogger(`agent[${chip}]`) }));
+      }
+      if (values.wire === true) {
+        await store.wire({ name: 'demo', members: vms.map((chip) => ({ chip, line: { kind: 'offset', offset: 0 } as const })), pull: 2, driveMode: 0 });
+      }
+    } catch (e) {
+      await shutdown();
+      throw e;
+    }
+    const out: string[] = [];
+    out.push(`gpio-fabric is up: line-state service on ${server.address} (${values.redis !== undefined ? 'Redis' : 'embedded in-memory store'}), ${vms.length} agent(s) with ${ngpio} lines each.`, '');
+    for (const a of agents) {
+      out.push(`VM ${a.chip}: attach with`, `  qemu-system-x86_64 ... \\\n    ${qemuArgs(a.chip, a.socketPath)}`, '');
+    }
+    out.push(QEMU_NOTE, '');
+    out.push(`Try:  gpio-fabric ls lines --server ${server.address}`);
+    out.push(`      gpio-fabric wire ${vms[0]}:1 ${vms[1] ?? vms[0]}:${vms.length > 1 ? 1 : 2} --name link --server ${server.address}`);
+    out.push(`      gpio-fabric watch --server ${server.address}`);
+    if (values.wire === true) out.push(`Net "demo" wires line 0 of ${vms.join(', ')}.`);
+    out.push('Ctrl-C stops the fabric.');
+    console.log(out.join('\n'));
+    const sig = await waitForSignal();
+    log.info(`${sig}: shutting down`);
+    await shutdown();
+    return 0;
+  },
+};
