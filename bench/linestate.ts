@@ -24,7 +24,7 @@ import { createLineStateClient } from '../services/linestate/src/client.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { exitWithParent, startChild } from './lib/child.ts';
 import { machine, machineText } from './lib/machine.ts';
-import { summarize, table, throughput, timeSequential, type Summary } from './lib/stats.ts';
+import { sampleSequential, summarize, table, throughput, type Summary } from './lib/stats.ts';
 import type { BenchSuite } from './suites.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -61,6 +61,19 @@ async function serviceChild(url: string, fabric: string): Promise<void> {
   console.log(`READY ${server.address}`);
 }
 
+/** Child: the line-state service on the memory store (the breakdown's no-Redis path). */
+async function memoryServiceChild(): Promise<void> {
+  const { createMemoryStore } = await import('../services/linestate/src/store/memory-store.ts');
+  const { startLineStateServer } = await import('../services/linestate/src/server.ts');
+  const store = createMemoryStore();
+  const server = await startLineStateServer({ store, listen: '127.0.0.1:0', log: (m) => console.error(m) });
+  exitWithParent(async () => {
+    await server.close();
+    await store.close();
+  });
+  console.log(`READY ${server.address}`);
+}
+
 export interface LineStateBenchResult {
   grpc_rtt_p50_us: number;
   grpc_rtt_p99_us: number;
@@ -87,32 +100,57 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
   const redis = await startRedis();
   const cleanup: (() => Promise<void>)[] = [() => redis.stop()];
   try {
-    // --- floors
+    // --- set up every path first, then measure them in interleaved blocks so that load
+    // from other processes on the machine spreads evenly over the paths.
     const echo = await startChild(self, ['--echo']);
     cleanup.unshift(() => echo.stop());
     const ec = new EchoClient(echo.ready, credentials.createInsecure());
+    cleanup.unshift(async () => ec.close());
     const payload = Buffer.alloc(24, 7);
     const echoCall = () => new Promise<Buffer>((res, rej) => (ec as unknown as { echo(b: Buffer, cb: (e: ServiceError | null, r: Buffer) => void): void }).echo(payload, (e, r) => (e ? rej(e) : res(r))));
-    const grpc = await timeSequential(echoCall, n, warmup);
-    const grpcOps = await throughput(echoCall, IN_FLIGHT, total);
-    ec.close();
 
-    const r = new Redis(redis.url, { lazyConnect: false });
+    const r = new Redis(redis.url);
+    cleanup.unshift(async () => r.disconnect());
     const sha = (await r.script('LOAD', "redis.call('HSET', KEYS[1], 'v', ARGV[1]); redis.call('PUBLISH', KEYS[2], ARGV[1]); return 1")) as string;
-    const red = await timeSequential((i) => r.evalsha(sha, 2, 'bench:line', 'bench:events', String(i & 1)), n, warmup);
-    r.disconnect();
+    const evalCall = (i: number) => r.evalsha(sha, 2, 'bench:line', 'bench:events', String(i & 1));
 
-    // --- the fabric
     const svc = await startChild(self, ['--service', redis.url, `bench-${process.pid}`]);
     cleanup.unshift(() => svc.stop());
     const c = createLineStateClient(svc.ready);
-    const reg = await c.registerChip({ chip: 'bench', ngpio: IN_FLIGHT, names: [], owner: 'bench', leaseTtlMs: 600_000 });
-    const tok = reg.leaseToken;
-    for (let off = 0; off < IN_FLIGHT; off++) await c.lineOp({ chip: 'bench', leaseToken: tok, op: LineOpType.LINE_OP_TYPE_SET_DIRECTION, offset: off, value: 1 });
+    cleanup.unshift(async () => c.close());
+    const tok = await prepareChip(c);
     const setValue = (offset: number, value: number) => c.lineOp({ chip: 'bench', leaseToken: tok, op: LineOpType.LINE_OP_TYPE_SET_VALUE, offset, value });
-    const sv = await timeSequential((i) => setValue(0, i & 1), n, warmup);
+
+    // breakdown: the same op without gRPC (Redis store in this process), and without Redis (service on the memory store)
+    const { createRedisStore } = await import('../services/linestate/src/store/redis-store.ts');
+    const local = await createRedisStore({ url: redis.url, fabric: `bench-local-${process.pid}` });
+    cleanup.unshift(() => local.close());
+    const localReg = await local.registerChip({ chip: 'bench', ngpio: IN_FLIGHT, names: [], owner: 'bench', leaseTtlMs: 600_000 });
+    await local.lineOp({ chip: 'bench', leaseToken: localReg.leaseToken, op: 3, offset: 0, value: 1 });
+    const storeCall = (i: number) => local.lineOp({ chip: 'bench', leaseToken: localReg.leaseToken, op: 5, offset: 0, value: i & 1 });
+    const mem = await startChild(self, ['--service-memory']);
+    cleanup.unshift(() => mem.stop());
+    const mc = createLineStateClient(mem.ready);
+    cleanup.unshift(async () => mc.close());
+    const mtok = await prepareChip(mc);
+    const memCall = (i: number) => mc.lineOp({ chip: 'bench', leaseToken: mtok, op: LineOpType.LINE_OP_TYPE_SET_VALUE, offset: 0, value: i & 1 });
+
+    const paths: [string, (i: number) => Promise<unknown>][] = [
+      ['grpc', echoCall], ['redis', evalCall], ['set', (i) => setValue(0, i & 1)], ['store', storeCall], ['mem', memCall],
+    ];
+    const samples = new Map<string, bigint[]>(paths.map(([k]) => [k, []]));
+    for (const [, fn] of paths) for (let i = 0; i < warmup; i++) await fn(i);
+    const blocks = 10;
+    for (let b = 0; b < blocks; b++) {
+      for (const [k, fn] of paths) await sampleSequential(fn, Math.ceil(n / blocks), samples.get(k));
+    }
+    const grpc = summarize(samples.get('grpc') ?? []);
+    const red = summarize(samples.get('redis') ?? []);
+    const sv = summarize(samples.get('set') ?? []);
+    const storeOnly = summarize(samples.get('store') ?? []);
+    const memOnly = summarize(samples.get('mem') ?? []);
+    const grpcOps = await throughput(echoCall, IN_FLIGHT, total);
     const ops = await throughput((w, i) => setValue(w, i & 1), IN_FLIGHT, total);
-    c.close();
 
     const floor = Math.round((grpc.p50_us + red.p50_us) * 10) / 10;
     const ratio = Math.round((sv.p50_us / floor) * 100) / 100;
@@ -123,14 +161,21 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
       ops_per_s: ops, grpc_echo_ops_per_s: grpcOps,
       floor_p50_us: floor, ratio, target_ratio: TARGET_RATIO, target_met: ratio <= TARGET_RATIO,
     };
-    report(grpc, red, sv, result, n);
+    report(grpc, red, sv, result, n, { storeOnly, memOnly });
     return result;
   } finally {
     for (const f of cleanup) await f().catch(() => {});
   }
 }
 
-function report(grpc: Summary, red: Summary, sv: Summary, r: LineStateBenchResult, n: number): void {
+/** Register the bench chip on a service and make its lines outputs; returns the lease token. */
+async function prepareChip(c: ReturnType<typeof createLineStateClient>): Promise<string> {
+  const reg = await c.registerChip({ chip: 'bench', ngpio: IN_FLIGHT, names: [], owner: 'bench', leaseTtlMs: 600_000 });
+  for (let off = 0; off < IN_FLIGHT; off++) await c.lineOp({ chip: 'bench', leaseToken: reg.leaseToken, op: LineOpType.LINE_OP_TYPE_SET_DIRECTION, offset: off, value: 1 });
+  return reg.leaseToken;
+}
+
+function report(grpc: Summary, red: Summary, sv: Summary, r: LineStateBenchResult, n: number, parts: { storeOnly: Summary; memOnly: Summary }): void {
   const m = machine();
   const row = (name: string, s: Summary) => [name, s.min_us, s.p50_us, s.p99_us];
   console.log(`machine: ${machineText(m)}\nsequential round trips, ${n} each after warm-up (µs):\n`);
@@ -139,11 +184,15 @@ function report(grpc: Summary, red: Summary, sv: Summary, r: LineStateBenchResul
     row('Redis EVALSHA HSET+PUBLISH (floor)', red),
     ['floor sum (medians)', '', r.floor_p50_us, ''],
     row('LineOp SET_VALUE via service + Redis', sv),
+    ['breakdown:', '', '', ''],
+    row('  store.lineOp, Redis store, no gRPC', parts.storeOnly),
+    row('  LineOp via service, memory store', parts.memOnly),
   ]));
   console.log(`\nset-value median / floor = ${r.ratio} (target <= ${TARGET_RATIO}: ${r.target_met ? 'met' : 'MISSED'})`);
   console.log(`throughput, ${IN_FLIGHT} in flight: LineOp SET_VALUE ${r.ops_per_s} ops/s; gRPC echo ${r.grpc_echo_ops_per_s} calls/s`);
   mkdirSync(dirname(RESULT_FILE), { recursive: true });
-  writeFileSync(RESULT_FILE, `${JSON.stringify({ ...r, iterations: n, in_flight: IN_FLIGHT, machine: m, date: new Date().toISOString() }, null, 2)}\n`);
+  const breakdown = { store_lineop_p50_us: parts.storeOnly.p50_us, store_lineop_p99_us: parts.storeOnly.p99_us, service_memory_p50_us: parts.memOnly.p50_us, service_memory_p99_us: parts.memOnly.p99_us };
+  writeFileSync(RESULT_FILE, `${JSON.stringify({ ...r, breakdown, iterations: n, in_flight: IN_FLIGHT, machine: m, date: new Date().toISOString() }, null, 2)}\n`);
   console.log(`\nwrote ${RESULT_FILE}`);
 }
 
@@ -157,6 +206,7 @@ if (isMain) {
   const argv = process.argv.slice(2);
   if (argv[0] === '--echo') await echoChild();
   else if (argv[0] === '--service') await serviceChild(argv[1] ?? '', argv[2] ?? 'bench');
+  else if (argv[0] === '--service-memory') await memoryServiceChild();
   else {
     const at = argv.indexOf('--iterations');
     await runLineStateBench(at >= 0 ? { iterations: Number(argv[at + 1]) } : {});

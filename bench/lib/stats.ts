@@ -31,6 +31,16 @@ export async function timeSequential(fn: (i: number) => Promise<unknown>, n: num
   return summarize(out);
 }
 
+/** Time `n` sequential calls of `fn` (no warm-up): raw durations in ns, to merge interleaved blocks. */
+export async function sampleSequential(fn: (i: number) => Promise<unknown>, n: number, out: bigint[] = []): Promise<bigint[]> {
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await fn(i);
+    out.push(process.hrtime.bigint() - t0);
+  }
+  return out;
+}
+
 /** Operations per second with `inFlight` workers, each calling `fn(worker, i)` back to back, for `total` operations. */
 export async function throughput(fn: (worker: number, i: number) => Promise<unknown>, inFlight: number, total: number): Promise<number> {
   let next = 0;
