@@ -62,6 +62,17 @@ export interface FrontendOptions {
   readonly irq?: boolean;
   /** How long request()/armIrq()/replies may take before the driver gives up (default 10 s). */
   readonly timeoutMs?: number;
+  /**
+   * Which QEMU start() imitates (default 'qemu10'). 'qemu72' changes the defaults to
+   * queueSize 256, irq false, eventIdx false (7.2 sends SET_FEATURES 0x140000000).
+   */
+  readonly sequence?: 'qemu10' | 'qemu72';
+}
+
+/** The u64 of a REPLY_ACK / u64 reply (throws when there is none). */
+function u64Of(m: VhostUserMessage | undefined): bigint {
+  if (m === undefined || m.payload.length !== 8) throw new Error('expected a u64 reply');
+  return new DataView(m.payload.buffer, m.payload.byteOffset, 8).getBigUint64(0, true);
 }
 
 interface Waiter<T> {
@@ -94,13 +105,15 @@ export class Frontend {
   private constructor(platform: Platform, socket: FdSocket, opts: FrontendOptions) {
     this.platform = platform;
     this.socket = socket;
+    const q72 = opts.sequence === 'qemu72';
     this.opts = {
-      queueSize: opts.queueSize ?? 64,
+      queueSize: opts.queueSize ?? (q72 ? 256 : 64),
       memorySize: opts.memorySize ?? 1 << 20,
-      eventIdx: opts.eventIdx ?? true,
+      eventIdx: opts.eventIdx ?? !q72,
       indirect: opts.indirect ?? false,
-      irq: opts.irq ?? true,
+      irq: opts.irq ?? !q72,
       timeoutMs: opts.timeoutMs ?? 10_000,
+      sequence: opts.sequence ?? 'qemu10',
     };
     socket.onData((data, fds) => {
       for (const fd of fds) platform.close(fd);
@@ -195,14 +208,37 @@ export class Frontend {
   }
 
   /**
-   * The QEMU 10.x sequence: features, protocol features, owner, config, then at
-   * DRIVER_OK: SET_FEATURES, SET_MEM_TABLE, per ring NUM/BASE/ADDR/KICK/CALL, ENABLE.
+   * The whole handshake up to DRIVER_OK.
+   *  - 'qemu10' (default): features, protocol features, owner, config, then at DRIVER_OK:
+   *    SET_FEATURES, SET_MEM_TABLE, per ring NUM/BASE/ADDR/KICK/CALL, ENABLE.
+   *  - 'qemu72': GET_QUEUE_NUM and GET_CONFIG at connect (before SET_FEATURES), F_IRQ never
+   *    negotiated, only ring 0 configured, SET_VRING_ENABLE(1) for ring 0 AND the
+   *    never-configured ring 1 (observed QEMU 7.2 behaviour).
+   * `enable: false` stops before SET_VRING_ENABLE (see enableRings()).
    */
-  async start(): Promise<void> {
+  async start(o: { enable?: boolean } = {}): Promise<void> {
+    await this.negotiate();
+    this.createMemory();
+    await this.sendMemTable();
+    for (let i = 0; i < this.ringCount; i++) await this.configureRing(i);
+    if (o.enable !== false) await this.enableRings();
+  }
+
+  /** Number of rings the driver sets up: 2 with F_IRQ, else 1. */
+  get ringCount(): number {
+    return this.opts.irq ? 2 : 1;
+  }
+
+  /** Connect phase plus SET_FEATURES. */
+  async negotiate(): Promise<void> {
     this.deviceFeatures = await this.getU64(Request.GET_FEATURES);
     const proto = await this.getU64(Request.GET_PROTOCOL_FEATURES);
     const wantProto = proto & (featureMask(ProtocolFeatureBit.REPLY_ACK) | featureMask(ProtocolFeatureBit.CONFIG) | featureMask(ProtocolFeatureBit.MQ));
     await this.send(Request.SET_PROTOCOL_FEATURES, encodeU64Payload(wantProto));
+    if (this.opts.sequence === 'qemu72') {
+      const n = await this.getU64(Request.GET_QUEUE_NUM);
+      if (n < 1n) throw new Error(`GET_QUEUE_NUM answered ${n}`);
+    }
     await this.send(Request.SET_OWNER);
     await this.getConfig();
     let f = VERSION_1 | PROTOCOL_FEATURES;
@@ -211,43 +247,107 @@ export class Frontend {
     if (this.opts.indirect) f |= INDIRECT;
     this.features = f & (this.deviceFeatures | PROTOCOL_FEATURES);
     await this.send(Request.SET_FEATURES, encodeU64Payload(this.features));
+  }
 
+  /** Create the guest RAM (memfd, mapped here) and the driver-side rings in it. No message sent. */
+  createMemory(): void {
     const size = this.opts.memorySize;
     this.memfd = this.platform.memfd('gf-guest-ram', size);
     this.mapping = this.platform.mmap(this.memfd, size, 0);
     this.ram = new GuestRam([{ gpa: 0n, bytes: new Uint8Array(this.mapping.buffer) }]);
-    await this.send(Request.SET_MEM_TABLE, encodeMemTablePayload([{ guestPhysAddr: 0n, memorySize: BigInt(size), userspaceAddr: FRONTEND_VA, mmapOffset: 0n }]), { fds: [this.memfd], needReply: true });
-
-    const nq = this.opts.irq ? 2 : 1;
+    const nq = this.ringCount;
     const q = this.opts.queueSize;
     const ringBytes = 0x3000 + 16 * q + 8 * q;
     const ringsEnd = BigInt(nq * ringBytes);
     const alloc = new GuestAllocator(ringsEnd, BigInt(size) - ringsEnd);
     for (let i = 0; i < nq; i++) {
       const layout = layoutRing(q, BigInt(i * ringBytes));
-      const ring = new DriverRing({ ram: this.ram, size: q, layout, allocator: alloc, eventIdx: this.opts.eventIdx });
-      this.rings.push(ring);
-      await this.send(Request.SET_VRING_NUM, encodeStatePayload({ index: i, num: q }));
-      await this.send(Request.SET_VRING_BASE, encodeStatePayload({ index: i, num: 0 }));
-      await this.send(Request.SET_VRING_ADDR, encodeAddrPayload({ index: i, flags: 0, desc: FRONTEND_VA + layout.desc, used: FRONTEND_VA + layout.used, avail: FRONTEND_VA + layout.avail, log: 0n }));
-      const kick = this.platform.eventfd();
-      const call = this.platform.eventfd();
-      this.kickFds.push(kick);
-      this.callFds.push(call);
-      await this.send(Request.SET_VRING_KICK, encodeVringFilePayload(i, false), { fds: [kick] });
-      await this.send(Request.SET_VRING_CALL, encodeVringFilePayload(i, false), { fds: [call] });
-      this.#watches.push(this.platform.watchReadable(call, () => this.#onCall(i)));
+      this.rings.push(new DriverRing({ ram: this.ram, size: q, layout, allocator: alloc, eventIdx: this.opts.eventIdx }));
     }
-    for (let i = 0; i < nq; i++) {
-      await this.send(Request.SET_VRING_ENABLE, encodeStatePayload({ index: i, num: 1 }), { needReply: true });
+  }
+
+  /** SET_MEM_TABLE (one region, NEED_REPLY); returns the ack value (0 = success). */
+  async sendMemTable(): Promise<bigint> {
+    const r = await this.send(Request.SET_MEM_TABLE, encodeMemTablePayload([{ guestPhysAddr: 0n, memorySize: BigInt(this.opts.memorySize), userspaceAddr: FRONTEND_VA, mmapOffset: 0n }]), { fds: [this.memfd], needReply: true });
+    return u64Of(r);
+  }
+
+  /** The front-end virtual address QEMU would send for guest-physical `gpa`. */
+  va(gpa: bigint): bigint {
+    return FRONTEND_VA + gpa;
+  }
+
+  /** SET_VRING_NUM/BASE/ADDR/KICK/CALL for ring `i` (ADDR overridable for hostile tests). */
+  async configureRing(i: number, o: { addr?: { desc: bigint; avail: bigint; used: bigint } } = {}): Promise<void> {
+    const ring = this.rings[i];
+    if (ring === undefined) throw new Error(`no ring ${i}`);
+    const layout = ring.layout;
+    await this.send(Request.SET_VRING_NUM, encodeStatePayload({ index: i, num: ring.size }));
+    await this.send(Request.SET_VRING_BASE, encodeStatePayload({ index: i, num: 0 }));
+    const a = o.addr ?? { desc: this.va(layout.desc), avail: this.va(layout.avail), used: this.va(layout.used) };
+    await this.send(Request.SET_VRING_ADDR, encodeAddrPayload({ index: i, flags: 0, desc: a.desc, used: a.used, avail: a.avail, log: 0n }));
+    await this.setKick(i);
+    const call = this.platform.eventfd();
+    this.callFds[i] = call;
+    await this.send(Request.SET_VRING_CALL, encodeVringFilePayload(i, false), { fds: [call] });
+    this.#watches.push(this.platform.watchReadable(call, () => this.#onCall(i)));
+  }
+
+  /** A new kick eventfd for ring `i` (the old one closed), sent with SET_VRING_KICK. */
+  async setKick(i: number): Promise<void> {
+    const old = this.kickFds[i];
+    const kick = this.platform.eventfd();
+    this.kickFds[i] = kick;
+    await this.send(Request.SET_VRING_KICK, encodeVringFilePayload(i, false), { fds: [kick] });
+    if (old !== undefined && old >= 0) this.platform.close(old);
+  }
+
+  /** SET_VRING_ENABLE for every ring (QEMU 7.2: both rings even when only one was configured). */
+  async enableRings(on = true): Promise<void> {
+    const n = this.opts.sequence === 'qemu72' ? 2 : this.ringCount;
+    for (let i = 0; i < n; i++) {
+      const ack = await this.send(Request.SET_VRING_ENABLE, encodeStatePayload({ index: i, num: on ? 1 : 0 }), { needReply: true });
+      if (u64Of(ack) !== 0n) throw new Error(`SET_VRING_ENABLE(${i}, ${on ? 1 : 0}) failed`);
     }
+  }
+
+  /** GET_VRING_BASE (the ring stops): the next avail index the back-end would process. */
+  async getVringBase(i: number): Promise<number> {
+    const r = await this.send(Request.GET_VRING_BASE, encodeStatePayload({ index: i, num: 0 }), { expectReply: true });
+    if (r === undefined || r.payload.length !== 8) throw new Error('bad GET_VRING_BASE reply');
+    const v = new DataView(r.payload.buffer, r.payload.byteOffset, 8);
+    if (v.getUint32(0, true) !== i) throw new Error(`GET_VRING_BASE reply for ring ${v.getUint32(0, true)}, expected ${i}`);
+    return v.getUint32(4, true);
+  }
+
+  /** Restart a ring stopped by GET_VRING_BASE (what QEMU does on resume): BASE, a new KICK, ENABLE. */
+  async resumeRing(i: number, base: number): Promise<void> {
+    await this.send(Request.SET_VRING_BASE, encodeStatePayload({ index: i, num: base }));
+    await this.setKick(i);
+    const ack = await this.send(Request.SET_VRING_ENABLE, encodeStatePayload({ index: i, num: 1 }), { needReply: true });
+    if (u64Of(ack) !== 0n) throw new Error(`SET_VRING_ENABLE(${i}, 1) failed`);
+  }
+
+  /** Signal ring `i`'s kick eventfd (after raw ring edits). */
+  kick(i: number): void {
+    const fd = this.kickFds[i];
+    if (fd === undefined) throw new Error(`no kick fd for ring ${i}`);
+    this.platform.eventfdWrite(fd, 1n);
   }
 
   #onCall(i: number): void {
     this.platform.eventfdRead(this.callFds[i] as number);
     const ring = this.rings[i];
     if (ring === undefined) return;
-    for (const u of ring.takeUsed()) {
+    let used: UsedChain[];
+    try {
+      used = ring.takeUsed();
+    } catch (e) {
+      // The device returned something the driver never gave it: fail every waiter.
+      this.#fail(e as Error);
+      return;
+    }
+    for (const u of used) {
       const w = this.#pending.get(u.token as object);
       if (w === undefined) continue;
       this.#pending.delete(u.token as object);
@@ -298,7 +398,7 @@ export class Frontend {
     for (const w of this.#watches) w.stop();
     this.#watches = [];
     this.socket.close();
-    for (const fd of [...this.kickFds, ...this.callFds]) this.platform.close(fd);
+    for (const fd of [...this.kickFds, ...this.callFds]) if (fd !== undefined && fd >= 0) this.platform.close(fd);
     this.kickFds = [];
     this.callFds = [];
     if (this.memfd >= 0) this.platform.close(this.memfd);
