@@ -4,7 +4,10 @@
 #   - qemu-system-x86 >= 9 (bookworm-backports on Debian 12; 7.2 never offers guest interrupts)
 #   - Debian's 6.12 kernel image (linux-image-<abi>-unsigned, downloaded, vmlinuz extracted)
 #   - gpio-virtio.ko built out of tree from linux-source-6.12 (only drivers/gpio/gpio-virtio.c
-#     is extracted) against linux-headers-<abi> with gcc-12
+#     is extracted) with gcc-12 against linux-headers-<abi>, linux-headers-<ver>-common and
+#     linux-kbuild-<ver>, which are downloaded and unpacked into the cache rather than
+#     installed (installing them pulls in the signed kernel image, initramfs-tools and
+#     systemd, and rebuilds an initramfs for the host twice: minutes for nothing)
 #   - levelirq.ko, the project's own interrupt-counting test module (test/e2e/guest/levelirq)
 #   - an initramfs: busybox-static, the gpiod (>= 2) tools with their shared libraries and
 #     loader, both modules and test/e2e/guest/init.sh as /init
@@ -138,7 +141,8 @@ if [ -z "$KABI" ]; then
   [ -n "$KABI" ] || die "cannot resolve the kernel ABI from linux-headers-${KSERIES}-amd64 (set GPIOFABRIC_E2E_KABI)"
 fi
 
-stable_pkgs=(busybox-static cpio kmod make gcc-12 libc6-dev "linux-headers-$KABI")
+# libelf1, libssl3 and zlib1g are what the prebuilt tools of linux-kbuild link against
+stable_pkgs=(busybox-static cpio kmod make gcc-12 libc6-dev libelf1 libssl3 zlib1g xz-utils)
 need_stable=()
 for p in "${stable_pkgs[@]}"; do [ -n "$(pkgver "$p")" ] || need_stable+=("$p"); done
 need_bp=()
@@ -165,12 +169,16 @@ fi
 QEMU_VER=$(pkgver qemu-system-x86); GPIOD_VER=$(pkgver gpiod)
 ver_ge "$QEMU_VER" 1:9 || die "qemu-system-x86 $QEMU_VER is older than 9 (guest interrupts need >= 9)"
 ver_ge "$GPIOD_VER" 2 || die "gpiod $GPIOD_VER is not libgpiod v2"
-KVER=$(pkgver "linux-headers-$KABI")
+KVER=$(cat "$CACHE/kver.$KABI" 2>/dev/null || true)
+if [ -z "$KVER" ]; then
+  apt_update
+  KVER=$(apt-cache policy "linux-headers-$KABI" | awk '/Candidate:/ { print $2 }')
+  { [ -n "$KVER" ] && [ "$KVER" != "(none)" ]; } || die "no candidate for linux-headers-$KABI (set GPIOFABRIC_E2E_KABI to an ABI the archive has)"
+fi
 BUSYBOX_VER=$(pkgver busybox-static); GCC_VER=$(pkgver gcc-12)
 QEMU_BIN=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found after installing qemu-system-x86"
-KBUILD_DIR=/usr/src/linux-headers-$KABI
-[ -f "$KBUILD_DIR/Makefile" ] || die "kernel headers missing at $KBUILD_DIR"
 echo "$KABI" > "$CACHE/kabi"
+echo "$KVER" > "$CACHE/kver.$KABI"
 T_PKGS=$(secs "$T")
 
 # ---------------------------------------------------------------- 2. kernel image and driver source
@@ -184,7 +192,9 @@ fetch_deb() { # package=version -> path of the .deb in $CACHE/debs
   local name=${1%%=*}
   ls "$CACHE/debs/${name}_"*.deb 2>/dev/null | head -1
 }
-if [ ! -f "$KDIR/vmlinuz" ] || [ ! -f "$KDIR/gpio-virtio.c" ]; then
+KSHORT=${KABI%-amd64}   # 6.12.117+deb12
+KBUILD_DIR="$KDIR/headers/usr/src/linux-headers-$KABI"
+if [ ! -f "$KDIR/vmlinuz" ] || [ ! -f "$KDIR/gpio-virtio.c" ] || [ ! -f "$KDIR/headers/.complete" ]; then
   apt_update
   mkdir -p "$KDIR"
   if [ ! -f "$KDIR/vmlinuz" ]; then
@@ -207,7 +217,22 @@ if [ ! -f "$KDIR/vmlinuz" ] || [ ! -f "$KDIR/gpio-virtio.c" ]; then
     mv "$KDIR/gpio-virtio.c.tmp" "$KDIR/gpio-virtio.c"
     rm -f "$deb"; fetched+=(linux-source)
   fi
+  if [ ! -f "$KDIR/headers/.complete" ]; then
+    say "downloading linux-headers-$KABI, linux-headers-$KSHORT-common, linux-kbuild-$KSHORT $KVER"
+    rm -rf "$KDIR/headers"; mkdir -p "$KDIR/headers"
+    for p in "linux-headers-$KABI" "linux-headers-$KSHORT-common" "linux-kbuild-$KSHORT"; do
+      deb=$(fetch_deb "$p=$KVER")
+      [ -n "$deb" ] || die "download of $p=$KVER failed"
+      dpkg-deb -x "$deb" "$KDIR/headers"
+      rm -f "$deb"
+    done
+    # the arch tree includes the common tree by absolute path: point it into the cache
+    sed -i "s|/usr/src/linux-headers-$KSHORT-common/|$KDIR/headers/usr/src/linux-headers-$KSHORT-common/|" "$KBUILD_DIR/Makefile"
+    [ -x "$KBUILD_DIR/scripts/mod/modpost" ] || die "linux-kbuild-$KSHORT did not unpack where the headers expect it"
+    touch "$KDIR/headers/.complete"; fetched+=(linux-headers)
+  fi
 fi
+[ -f "$KBUILD_DIR/Makefile" ] || die "kernel headers missing at $KBUILD_DIR"
 T_KERNEL=$(secs "$T")
 
 # ---------------------------------------------------------------- 3. build (cached by key)
@@ -224,18 +249,16 @@ if [ ! -f "$OUT/.complete" ]; then
   rm -rf "$OUT"; mkdir -p "$OUT"
   W=$(mktemp -d "$CACHE/work.XXXXXX")
   trap 'rm -rf "$W"' EXIT
-  kmake() { make -s -C "$KBUILD_DIR" M="$1" CC=gcc-12 CONFIG_DEBUG_INFO_BTF_MODULES= modules >"$1/build.log" 2>&1 || { cat "$1/build.log" >&2; die "module build in $1 failed"; }; }
-
   say "building gpio-virtio.ko and levelirq.ko against $KABI"
-  mkdir -p "$W/gpio-virtio" "$W/levelirq"
-  cp "$KDIR/gpio-virtio.c" "$W/gpio-virtio/"
-  echo 'obj-m := gpio-virtio.o' > "$W/gpio-virtio/Kbuild"
-  cp "$E2E_DIR/guest/levelirq/levelirq.c" "$E2E_DIR/guest/levelirq/Kbuild" "$W/levelirq/"
-  kmake "$W/gpio-virtio"
-  kmake "$W/levelirq"
+  # one kbuild run for both modules (most of its time is kbuild's own start-up)
+  mkdir -p "$W/mod"
+  cp "$KDIR/gpio-virtio.c" "$E2E_DIR/guest/levelirq/levelirq.c" "$W/mod/"
+  echo 'obj-m := gpio-virtio.o levelirq.o' > "$W/mod/Kbuild"
+  make -s -C "$KBUILD_DIR" M="$W/mod" CC=gcc-12 CONFIG_DEBUG_INFO_BTF_MODULES= -j"$(nproc)" modules >"$W/mod/build.log" 2>&1 \
+    || { cat "$W/mod/build.log" >&2; die "module build failed"; }
   for m in gpio-virtio levelirq; do
-    [ "$(modinfo -F vermagic "$W/$m/$m.ko" | cut -d' ' -f1)" = "$KABI" ] || die "$m.ko has the wrong vermagic"
-    strip --strip-debug -o "$OUT/$m.ko" "$W/$m/$m.ko"
+    [ "$(modinfo -F vermagic "$W/mod/$m.ko" | cut -d' ' -f1)" = "$KABI" ] || die "$m.ko has the wrong vermagic"
+    strip --strip-debug -o "$OUT/$m.ko" "$W/mod/$m.ko"
   done
 
   say "building the initramfs"
