@@ -270,6 +270,7 @@ interface Waiter {
 }
 
 const TAIL_LINES = 40;
+const SETPRIV = '/usr/bin/setpriv';
 const CONSOLE_CAP = 8 * 1024 * 1024;
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -317,7 +318,12 @@ class QemuGuest implements Guest {
       this.logStream = createWriteStream(opts.log, { flags: 'a' });
     }
     installExitHook();
-    this.child = spawn(manifest.qemu, this.args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // setpriv (util-linux) makes the kernel SIGKILL QEMU if this process dies without
+    // running its exit hooks (e.g. a test runner killed by a signal); it execs QEMU in place
+    const [file, argv] = existsSync(SETPRIV)
+      ? [SETPRIV, ['--pdeathsig', 'KILL', manifest.qemu, ...this.args]]
+      : [manifest.qemu, [...this.args]];
+    this.child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     live.add(this.child);
     this.child.stdin?.on('error', () => {
       /* EPIPE after QEMU exits: reported through the exit path */
