@@ -10,6 +10,10 @@
  *    with the typed client here: sequential latency, and ops/s with 64 operations in
  *    flight on 64 distinct lines.
  *
+ * Breakdown rows: the same op on the Redis store without gRPC, through the service on
+ * the memory store (no Redis), and the chained floor (a gRPC echo handler that does the
+ * EVALSHA before answering: the fabric's process layout with no fabric code).
+ *
  * Target: set-value p50 <= 1.5 x (gRPC p50 + Redis p50). Writes bench/results/linestate.json.
  *
  *   npm run bench -- linestate        (or: npx tsx bench/linestate.ts [--iterations N])
@@ -32,6 +36,7 @@ const self = fileURLToPath(import.meta.url);
 const RESULT_FILE = join(here, 'results', 'linestate.json');
 const IN_FLIGHT = 64;
 const TARGET_RATIO = 1.5;
+const HSET_PUBLISH = "redis.call('HSET', KEYS[1], 'v', ARGV[1]); redis.call('PUBLISH', KEYS[2], ARGV[1]); return 1";
 
 const identity = (b: Buffer): Buffer => b;
 const EchoService = {
@@ -45,6 +50,29 @@ async function echoChild(): Promise<void> {
   server.addService(EchoService, { echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => cb(null, call.request) });
   const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
   exitWithParent(() => new Promise((r) => server.tryShutdown(() => r())));
+  console.log(`READY 127.0.0.1:${port}`);
+}
+
+/**
+ * Child: the chained floor — a grpc-js echo handler that does the Redis floor's EVALSHA
+ * before answering (ioredis with auto-pipelining, as the Redis store uses). This is the
+ * fabric's process layout (client -> service -> Redis -> service -> client) with no
+ * fabric code in it.
+ */
+async function chainChild(url: string): Promise<void> {
+  const r = new Redis(url, { enableAutoPipelining: true });
+  const sha = (await r.script('LOAD', HSET_PUBLISH)) as string;
+  const server = new Server();
+  server.addService(EchoService, {
+    echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => {
+      r.evalsha(sha, 2, 'bench:chain', 'bench:chain-events', '1').then(() => cb(null, call.request), (e: Error) => cb(e));
+    },
+  });
+  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+  exitWithParent(async () => {
+    await new Promise<void>((res) => server.tryShutdown(() => res()));
+    r.disconnect();
+  });
   console.log(`READY 127.0.0.1:${port}`);
 }
 
@@ -111,7 +139,7 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
 
     const r = new Redis(redis.url);
     cleanup.unshift(async () => r.disconnect());
-    const sha = (await r.script('LOAD', "redis.call('HSET', KEYS[1], 'v', ARGV[1]); redis.call('PUBLISH', KEYS[2], ARGV[1]); return 1")) as string;
+    const sha = (await r.script('LOAD', HSET_PUBLISH)) as string;
     const evalCall = (i: number) => r.evalsha(sha, 2, 'bench:line', 'bench:events', String(i & 1));
 
     const svc = await startChild(self, ['--service', redis.url, `bench-${process.pid}`]);
@@ -135,8 +163,14 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
     const mtok = await prepareChip(mc);
     const memCall = (i: number) => mc.lineOp({ chip: 'bench', leaseToken: mtok, op: LineOpType.LINE_OP_TYPE_SET_VALUE, offset: 0, value: i & 1 });
 
+    const chain = await startChild(self, ['--chain', redis.url]);
+    cleanup.unshift(() => chain.stop());
+    const cc = new EchoClient(chain.ready, credentials.createInsecure());
+    cleanup.unshift(async () => cc.close());
+    const chainCall = () => new Promise<Buffer>((res, rej) => (cc as unknown as { echo(b: Buffer, cb: (e: ServiceError | null, r: Buffer) => void): void }).echo(payload, (e, r) => (e ? rej(e) : res(r))));
+
     const paths: [string, (i: number) => Promise<unknown>][] = [
-      ['grpc', echoCall], ['redis', evalCall], ['set', (i) => setValue(0, i & 1)], ['store', storeCall], ['mem', memCall],
+      ['grpc', echoCall], ['redis', evalCall], ['set', (i) => setValue(0, i & 1)], ['store', storeCall], ['mem', memCall], ['chain', chainCall],
     ];
     const samples = new Map<string, bigint[]>(paths.map(([k]) => [k, []]));
     for (const [, fn] of paths) for (let i = 0; i < warmup; i++) await fn(i);
@@ -149,6 +183,7 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
     const sv = summarize(samples.get('set') ?? []);
     const storeOnly = summarize(samples.get('store') ?? []);
     const memOnly = summarize(samples.get('mem') ?? []);
+    const chained = summarize(samples.get('chain') ?? []);
     const grpcOps = await throughput(echoCall, IN_FLIGHT, total);
     const ops = await throughput((w, i) => setValue(w, i & 1), IN_FLIGHT, total);
 
@@ -161,7 +196,7 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
       ops_per_s: ops, grpc_echo_ops_per_s: grpcOps,
       floor_p50_us: floor, ratio, target_ratio: TARGET_RATIO, target_met: ratio <= TARGET_RATIO,
     };
-    report(grpc, red, sv, result, n, { storeOnly, memOnly });
+    report(grpc, red, sv, result, n, { storeOnly, memOnly, chained });
     return result;
   } finally {
     for (const f of cleanup) await f().catch(() => {});
@@ -175,7 +210,7 @@ async function prepareChip(c: ReturnType<typeof createLineStateClient>): Promise
   return reg.leaseToken;
 }
 
-function report(grpc: Summary, red: Summary, sv: Summary, r: LineStateBenchResult, n: number, parts: { storeOnly: Summary; memOnly: Summary }): void {
+function report(grpc: Summary, red: Summary, sv: Summary, r: LineStateBenchResult, n: number, parts: { storeOnly: Summary; memOnly: Summary; chained: Summary }): void {
   const m = machine();
   const row = (name: string, s: Summary) => [name, s.min_us, s.p50_us, s.p99_us];
   console.log(`machine: ${machineText(m)}\nsequential round trips, ${n} each after warm-up (µs):\n`);
@@ -187,11 +222,17 @@ function report(grpc: Summary, red: Summary, sv: Summary, r: LineStateBenchResul
     ['breakdown:', '', '', ''],
     row('  store.lineOp, Redis store, no gRPC', parts.storeOnly),
     row('  LineOp via service, memory store', parts.memOnly),
+    row('  chained floor: gRPC echo doing the EVALSHA', parts.chained),
   ]));
-  console.log(`\nset-value median / floor = ${r.ratio} (target <= ${TARGET_RATIO}: ${r.target_met ? 'met' : 'MISSED'})`);
+  const chainRatio = Math.round((sv.p50_us / parts.chained.p50_us) * 100) / 100;
+  console.log(`\nset-value median / floor = ${r.ratio} (target <= ${TARGET_RATIO}: ${r.target_met ? 'met' : 'MISSED'}); / chained floor = ${chainRatio}`);
   console.log(`throughput, ${IN_FLIGHT} in flight: LineOp SET_VALUE ${r.ops_per_s} ops/s; gRPC echo ${r.grpc_echo_ops_per_s} calls/s`);
   mkdirSync(dirname(RESULT_FILE), { recursive: true });
-  const breakdown = { store_lineop_p50_us: parts.storeOnly.p50_us, store_lineop_p99_us: parts.storeOnly.p99_us, service_memory_p50_us: parts.memOnly.p50_us, service_memory_p99_us: parts.memOnly.p99_us };
+  const breakdown = {
+    store_lineop_p50_us: parts.storeOnly.p50_us, store_lineop_p99_us: parts.storeOnly.p99_us,
+    service_memory_p50_us: parts.memOnly.p50_us, service_memory_p99_us: parts.memOnly.p99_us,
+    chain_floor_p50_us: parts.chained.p50_us, chain_floor_p99_us: parts.chained.p99_us, ratio_to_chain_floor: chainRatio,
+  };
   writeFileSync(RESULT_FILE, `${JSON.stringify({ ...r, breakdown, iterations: n, in_flight: IN_FLIGHT, machine: m, date: new Date().toISOString() }, null, 2)}\n`);
   console.log(`\nwrote ${RESULT_FILE}`);
 }
@@ -207,6 +248,7 @@ if (isMain) {
   if (argv[0] === '--echo') await echoChild();
   else if (argv[0] === '--service') await serviceChild(argv[1] ?? '', argv[2] ?? 'bench');
   else if (argv[0] === '--service-memory') await memoryServiceChild();
+  else if (argv[0] === '--chain') await chainChild(argv[1] ?? '');
   else {
     const at = argv.indexOf('--iterations');
     await runLineStateBench(at >= 0 ? { iterations: Number(argv[at + 1]) } : {});
