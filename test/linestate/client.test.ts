@@ -62,3 +62,30 @@ describe('line-state client', () => {
     }
   });
 });
+
+describe('line-state server, unexpected errors', () => {
+  it('a store failure that is not a FabricError is INTERNAL with a short message, logged, without the stack', async () => {
+    const store = createMemoryStore();
+    const broken = new Proxy(store, {
+      get: (t, k, r) => (k === 'listNets' ? () => Promise.reject(new TypeError('secret detail of the store')) : Reflect.get(t, k, r) as unknown),
+    });
+    const logs: string[] = [];
+    const server = await startLineStateServer({ store: broken, listen: '127.0.0.1:0', log: (m) => logs.push(m) });
+    const c = createLineStateClient(server.address);
+    try {
+      await assert.rejects(c.listNets(), (e: unknown) => {
+        assert.ok(e instanceof FabricError);
+        assert.equal(e.code, ErrorCode.INTERNAL);
+        assert.doesNotMatch(e.message, /secret|TypeError|at /);
+        return true;
+      });
+      assert.equal(logs.length, 1);
+      assert.match(logs[0] ?? '', /ListNets: internal error: TypeError: secret detail/);
+      assert.deepEqual(await c.listChips(), [], 'the service keeps serving');
+    } finally {
+      c.close();
+      await server.close();
+      await store.close();
+    }
+  });
+});
