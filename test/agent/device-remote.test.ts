@@ -1,0 +1,4 @@
+import { deviceSuite } from './device-suite.ts';
+import { remoteFactory } from './fixtures.ts';
+
+deviceSuite(remoteFactory());

@@ -1,0 +1,4 @@
+import { deviceSuite } from './device-suite.ts';
+import { standaloneFactory } from './fixtures.ts';
+
+deviceSuite(standaloneFactory());
