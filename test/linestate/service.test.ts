@@ -203,6 +203,8 @@ drives:
           document: 'apiVersion: gpiofabric/v1\nchips:\n  - {id: vm-x, lines: 2}\nnets:\n  - {name: n1, members: [vm-x:0, vm-a:1]}\n  - {name: n2, members: [vm-x:0, vm-b:1]}\n', dryRun: false,
         }), 'INVALID_ARGUMENT', /nets\[1\]\.members\[0\]: "vm-x:0": the line is already wired/],
         ['topology contradicting state (ngpio)', () => f.client.applyTopology({ document: 'apiVersion: gpiofabric/v1\nchips:\n  - {id: vm-a, lines: 9}\n', dryRun: false }), 'FAILED_PRECONDITION', /ngpio/],
+        ['topology document over 4 MiB', () => f.client.applyTopology({ document: `apiVersion: gpiofabric/v1\n#${'x'.repeat(4 * 1024 * 1024)}\n`, dryRun: false }), 'INVALID_ARGUMENT', /larger than 4194304 bytes/],
+        ['request over the message size limit', () => f.client.applyTopology({ document: `#${'x'.repeat(5 * 1024 * 1024)}`, dryRun: false }), 'INVALID_ARGUMENT', /larger than max/i],
         ['empty topology document', () => f.client.applyTopology({ document: '', dryRun: false }), 'INVALID_ARGUMENT', /empty/],
         ['stale lease token', () => f.client.lineOp({ chip: 'vm-b', leaseToken: stale, op: OP.LINE_OP_TYPE_SET_VALUE, offset: 0, value: 1 }), 'FAILED_PRECONDITION', /token|lease/i,
           async () => {
