@@ -17,6 +17,7 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   bias: () => import('./commands/bias.ts'),
   watch: () => import('./commands/watch.ts'),
   apply: () => import('./commands/apply.ts'),
+  trace: () => import('./commands/trace.ts'),
 };
 
 async function usage(): Promise<string> {
