@@ -299,3 +299,93 @@ export async function fabricDriver(address: string): Promise<FabricDriver> {
     close: () => c.close(),
   };
 }
+
+/** A minimal QMP client (QEMU's JSON monitor) on a UNIX socket. */
+export interface Qmp {
+  /** Runs one command; resolves with `return`, rejects with QEMU's `error.desc`. */
+  execute(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown>;
+  close(): void;
+}
+
+/** Connects to QEMU's QMP socket (retrying until it exists, at most `timeoutMs`) and negotiates capabilities. */
+export async function connectQmp(path: string, timeoutMs = 20_000): Promise<Qmp> {
+  const { connect } = await import('node:net');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const sock = await new Promise<import('node:net').Socket | undefined>((res) => {
+      const s = connect(path);
+      s.once('connect', () => res(s));
+      s.once('error', () => res(undefined));
+    });
+    if (sock !== undefined) {
+      let buf = '';
+      const waiting: { res: (v: unknown) => void; rej: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
+      let greeted: () => void = () => {};
+      const greeting = new Promise<void>((r) => { greeted = r; });
+      const failAll = (e: Error): void => { for (const w of waiting.splice(0)) { clearTimeout(w.timer); w.rej(e); } };
+      sock.on('data', (d: Buffer) => {
+        buf += d.toString();
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line === '') continue;
+          const msg = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { desc?: string }; event?: string };
+          if (msg.QMP !== undefined) greeted();
+          else if (msg.event !== undefined) continue;
+          else {
+            const w = waiting.shift();
+            if (w === undefined) continue;
+            clearTimeout(w.timer);
+            if (msg.error !== undefined) w.rej(new Error(`QMP error: ${msg.error.desc ?? JSON.stringify(msg.error)}`));
+            else w.res(msg.return);
+          }
+        }
+      });
+      sock.on('error', (e) => failAll(e));
+      sock.on('close', () => failAll(new Error('QMP socket closed')));
+      const execute = (command: string, args?: Record<string, unknown>, ms = 20_000): Promise<unknown> =>
+        new Promise((res, rej) => {
+          const timer = setTimeout(() => rej(new Error(`QMP ${command}: no answer within ${ms} ms`)), ms);
+          waiting.push({ res, rej, timer });
+          sock.write(`${JSON.stringify(args === undefined ? { execute: command } : { execute: command, arguments: args })}\n`);
+        });
+      await Promise.race([greeting, sleep(Math.max(1, deadline - Date.now())).then(() => { throw new Error('no QMP greeting'); })]);
+      await execute('qmp_capabilities');
+      return { execute, close: () => sock.destroy() };
+    }
+    if (Date.now() > deadline) throw new Error(`cannot connect to QMP at ${path} within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+/**
+ * QEMU arguments and a starter for a guest whose vhost-user-gpio chardev reconnects
+ * (`reconnect-ms`) after its agent goes away.
+ *
+ * QEMU 10's vhost-user-gpio-pci talks to its backend while the device is realized, but a
+ * socket chardev with `reconnect-ms` connects asynchronously, so `-device` on the command
+ * line fails ("Failed to set msg fds"). The guest is therefore started paused (`-S`)
+ * with only the chardev and a QMP socket; once the chardev is connected the device is
+ * added with `device_add` and the guest is started with `cont`, so it sees the device at
+ * boot as if it were on the command line.
+ */
+export function reconnectingGpio(socketPath: string, qmpPath: string, reconnectMs = 500): { extraArgs: string[]; attach(timeoutMs?: number): Promise<void> } {
+  if (socketPath.includes(',') || qmpPath.includes(',')) throw new RangeError('paths must not contain ","');
+  return {
+    extraArgs: ['-S', '-qmp', `unix:${qmpPath},server=on,wait=off`, '-chardev', `socket,id=gpio0,path=${socketPath},reconnect-ms=${reconnectMs}`],
+    async attach(timeoutMs = 30_000) {
+      const qmp = await connectQmp(qmpPath, timeoutMs);
+      try {
+        await until('the vhost-user chardev to connect', async () => {
+          const list = (await qmp.execute('query-chardev')) as { label: string; filename: string }[];
+          return list.find((c) => c.label === 'gpio0')?.filename ?? '(no chardev gpio0)';
+        }, (f) => !f.startsWith('disconnected') && f.startsWith('unix:'), timeoutMs, 50);
+        await qmp.execute('device_add', { driver: 'vhost-user-gpio-pci', chardev: 'gpio0', id: 'gpio0' });
+        await qmp.execute('cont');
+      } finally {
+        qmp.close();
+      }
+    },
+  };
+}
