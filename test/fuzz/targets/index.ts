@@ -1,0 +1,5 @@
+/** Every fuzz target, in run order. */
+import type { FuzzTarget } from '../target.ts';
+import { codecTarget } from './codec.ts';
+
+export const allTargets: readonly FuzzTarget[] = [codecTarget];
