@@ -16,6 +16,7 @@ import type { LineBackend } from './backend/line-backend.ts';
 import { RemoteBackend } from './backend/remote-backend.ts';
 import { StandaloneBackend } from './backend/standalone-backend.ts';
 import { GpioDevice, DEFAULT_REQUEST_DEADLINE_MS, type GpioDeviceHooks } from './device/gpio-device.ts';
+import type { AgentMetrics, ChipMetrics } from './metrics.ts';
 import { createNativePlatform } from './os/native-platform.ts';
 import type { Platform } from './os/platform.ts';
 import { serveVhostUser, type VhostUserServer } from './vhost-user/server.ts';
@@ -38,6 +39,8 @@ export interface AgentConfig {
   readonly log?: Logger;
   readonly platform?: Platform;
   readonly hooks?: GpioDeviceHooks;
+  /** Prometheus series of the process (docs/metrics.md); agents of one process share it. */
+  readonly metrics?: AgentMetrics;
 }
 
 export interface RunningAgent {
@@ -46,7 +49,22 @@ export interface RunningAgent {
   readonly backend: LineBackend;
   readonly device: GpioDevice;
   readonly server: VhostUserServer;
+  /** Health: a remote backend holds its registration (a standalone one always does). */
+  ready(): boolean;
   close(): Promise<void>;
+}
+
+/** Call both hook sets (either may be absent). */
+function mergeHooks(a: GpioDeviceHooks | undefined, b: GpioDeviceHooks | undefined): GpioDeviceHooks | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return {
+    onRequest: (t, o, s) => { a.onRequest?.(t, o, s); b.onRequest?.(t, o, s); },
+    onInterrupt: (k) => { a.onInterrupt?.(k); b.onInterrupt?.(k); },
+    onBroken: (q, r) => { a.onBroken?.(q, r); b.onBroken?.(q, r); },
+    onBackendError: (t, e, to) => { a.onBackendError?.(t, e, to); b.onBackendError?.(t, e, to); },
+    onEventInterrupt: (ts) => { a.onEventInterrupt?.(ts); b.onEventInterrupt?.(ts); },
+  };
 }
 
 const CHIP_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -79,6 +97,7 @@ export async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
   const platform = cfg.platform ?? createNativePlatform();
   const deadline = cfg.requestDeadlineMs ?? DEFAULT_REQUEST_DEADLINE_MS;
   const names = cfg.names ?? [];
+  const cm: ChipMetrics | undefined = cfg.metrics?.forChip(cfg.chip);
   let ownClient: LineStateClient | undefined;
   let backend: LineBackend;
   if (cfg.backend.kind === 'standalone') {
@@ -93,16 +112,22 @@ export async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
       owner: `${hostname()}/${process.pid}`,
       ...(cfg.backend.leaseTtlMs !== undefined ? { leaseTtlMs: cfg.backend.leaseTtlMs } : {}),
       log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
+      ...(cm !== undefined ? { onReconnect: (what: 'register' | 'stream') => cm.onReconnect(what), onEventReceived: (ts: bigint) => cm.onEventReceived(ts) } : {}),
     });
   }
+  const remote = backend instanceof RemoteBackend ? backend : undefined;
+  const ready = (): boolean => remote === undefined || remote.leaseToken !== undefined;
   try {
     await backend.start();
   } catch (e) {
     ownClient?.close();
+    cm?.remove();
     if (e instanceof FabricError) throw e;
     throw new Error(`chip ${cfg.chip}: the line backend did not start: ${(e as Error).message}`, { cause: e });
   }
-  const device = new GpioDevice({ backend, requestDeadlineMs: deadline, log, ...(cfg.hooks !== undefined ? { hooks: cfg.hooks } : {}) });
+  const hooks = mergeHooks(cfg.hooks, cm?.deviceHooks);
+  const deviceBackend = cm !== undefined ? cm.instrumentBackend(backend) : backend;
+  const device = new GpioDevice({ backend: deviceBackend, requestDeadlineMs: deadline, log, ...(hooks !== undefined ? { hooks } : {}) });
   let server: VhostUserServer;
   try {
     server = serveVhostUser({
@@ -110,11 +135,21 @@ export async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
       socketPath: cfg.socketPath,
       device,
       log: (m) => log.info(m),
+      ...(cm !== undefined
+        ? {
+            onConnect: () => cm.setFrontendConnected(true),
+            onDisconnect: (error?: Error) => {
+              cm.setFrontendConnected(false);
+              if (error !== undefined) cm.onProtocolError();
+            },
+          }
+        : {}),
     });
   } catch (e) {
     device.close();
     await backend.close();
     ownClient?.close();
+    cm?.remove();
     throw new Error(`cannot listen on ${cfg.socketPath}: ${(e as Error).message}`, { cause: e });
   }
   log.info('serving virtio-gpio', { socket: cfg.socketPath, lines: cfg.ngpio, backend: cfg.backend.kind === 'remote' ? cfg.backend.server : 'standalone' });
@@ -125,6 +160,7 @@ export async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
     backend,
     device,
     server,
+    ready,
     close: async () => {
       if (closed) return;
       closed = true;
@@ -132,6 +168,7 @@ export async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
       device.close();
       await backend.close();
       ownClient?.close();
+      cm?.remove();
     },
   };
 }

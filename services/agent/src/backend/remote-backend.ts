@@ -43,6 +43,8 @@ export interface RemoteBackendOptions {
   readonly log?: RemoteBackendLog;
   /** Hooks for metrics. */
   readonly onReconnect?: (what: 'register' | 'stream') => void;
+  /** Hook for metrics: a new event (not a duplicate) arrived on the stream; its timestamp. */
+  readonly onEventReceived?: (timestampNs: bigint) => void;
 }
 
 const quiet: RemoteBackendLog = { info: () => {}, warn: () => {} };
@@ -61,6 +63,7 @@ export class RemoteBackend implements LineBackend {
   readonly #startTimeoutMs: number;
   readonly #log: RemoteBackendLog;
   readonly #onReconnect: ((what: 'register' | 'stream') => void) | undefined;
+  readonly #onEventReceived: ((timestampNs: bigint) => void) | undefined;
   readonly #levels: Level[];
   readonly #listeners = new Set<LineEventListener>();
 
@@ -84,6 +87,7 @@ export class RemoteBackend implements LineBackend {
     this.#startTimeoutMs = opts.startTimeoutMs ?? 5000;
     this.#log = opts.log ?? quiet;
     this.#onReconnect = opts.onReconnect;
+    this.#onEventReceived = opts.onEventReceived;
     this.#levels = new Array<Level>(opts.ngpio).fill(0);
   }
 
@@ -320,6 +324,13 @@ export class RemoteBackend implements LineBackend {
     const seq = BigInt(e.seq);
     if (seq <= this.#cursor) return; // already delivered
     this.#cursor = seq;
+    if (this.#onEventReceived !== undefined) {
+      try {
+        this.#onEventReceived(BigInt(e.timestampNs));
+      } catch {
+        // a metrics hook never affects delivery
+      }
+    }
     if (e.offset >= this.ngpio) return;
     const level: Level = e.level === 1 ? 1 : 0;
     this.#levels[e.offset] = level;

@@ -69,6 +69,17 @@ export interface GpioDeviceHooks {
   onInterrupt?(kind: InterruptKind): void;
   /** A queue was marked broken (malformed ring); the device needs a reset. */
   onBroken?(queueIndex: number, reason: string): void;
+  /**
+   * A guest request got ERR because its backend call failed: `timedOut` when the
+   * device's deadline expired first, else `error` is what the backend rejected with.
+   */
+  onBackendError?(type: string, error: unknown, timedOut: boolean): void;
+  /**
+   * A VALID eventq completion was caused by a line event whose (wall-clock) timestamp is
+   * `eventTimestampNs`; for an edge latched while masked and reported on unmask, the
+   * timestamp of the latched edge. Not called for level interrupts re-fired on unmask.
+   */
+  onEventInterrupt?(eventTimestampNs: bigint): void;
 }
 
 export interface GpioDeviceOptions {
@@ -110,6 +121,8 @@ interface IrqLine {
   pending: PendingBuffer | null;
   /** An edge arrived while enabled and masked. */
   latched: boolean;
+  /** Timestamp (ns) of the latched edge, for onEventInterrupt. */
+  latchedAtNs: bigint;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -151,7 +164,7 @@ export class GpioDevice implements VirtioDevice {
     this.log = options.log ?? silentLogger;
     this.hooks = options.hooks ?? {};
     this.lineTail = Array.from({ length: this.ngpio }, () => Promise.resolve());
-    this.irq = Array.from({ length: this.ngpio }, () => ({ type: IrqType.NONE, pending: null, latched: false }));
+    this.irq = Array.from({ length: this.ngpio }, () => ({ type: IrqType.NONE, pending: null, latched: false, latchedAtNs: 0n }));
     this.unsubscribe = this.backend.onEvent((e) => this.onLineEvent(e));
   }
 
@@ -429,6 +442,7 @@ export class GpioDevice implements VirtioDevice {
           gpio: req.gpio,
           error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
         });
+        this.hook(() => this.hooks.onBackendError?.(typeName, e, timeout));
         this.answer(rec, Status.ERR, 0, timeout ? 'timeout' : 'err');
         return;
       }
@@ -523,18 +537,20 @@ export class GpioDevice implements VirtioDevice {
     this.fireIfReady(gpio, line);
   }
 
-  private completeEvent(generation: number, chain: DescriptorChain, status: EventStatus): void {
+  /** Complete an eventq chain; `causeNs` = timestamp of the line event behind a VALID one. */
+  private completeEvent(generation: number, chain: DescriptorChain, status: EventStatus, causeNs?: bigint): void {
     if (this.complete(1, generation, chain, encodeEventResponse(status))) {
       this.hook(() => this.hooks.onInterrupt?.(status === EventStatus.VALID ? 'valid' : 'invalid'));
+      if (causeNs !== undefined) this.hook(() => this.hooks.onEventInterrupt?.(causeNs));
     }
   }
 
   /** Complete the line's pending buffer with `status` (masking the line). */
-  private finishPending(line: IrqLine, status: EventStatus): void {
+  private finishPending(line: IrqLine, status: EventStatus, causeNs?: bigint): void {
     const p = line.pending;
     if (p === null) return;
     line.pending = null;
-    this.completeEvent(p.generation, p.chain, status);
+    this.completeEvent(p.generation, p.chain, status, causeNs);
   }
 
   /** On unmask / enable: report a latched edge, or an active level. */
@@ -543,7 +559,7 @@ export class GpioDevice implements VirtioDevice {
     if (isEdgeIrqType(line.type)) {
       if (line.latched) {
         line.latched = false;
-        this.finishPending(line, EventStatus.VALID);
+        this.finishPending(line, EventStatus.VALID, line.latchedAtNs);
       }
     } else if (isLevelIrqType(line.type)) {
       const level = this.backend.levels()[offset];
@@ -576,13 +592,14 @@ export class GpioDevice implements VirtioDevice {
         const wanted =
           (e.edge === Edge.RISING && (line.type & IrqType.EDGE_RISING) !== 0) || (e.edge === Edge.FALLING && (line.type & IrqType.EDGE_FALLING) !== 0);
         if (!wanted) return;
-        if (line.pending !== null) this.finishPending(line, EventStatus.VALID);
+        if (line.pending !== null) this.finishPending(line, EventStatus.VALID, e.timestampNs);
         else if (!line.latched) {
           line.latched = true;
+          line.latchedAtNs = e.timestampNs;
           this.hook(() => this.hooks.onInterrupt?.('latched'));
         }
       } else if (isLevelIrqType(line.type)) {
-        if (line.pending !== null && levelActive(line.type, e.level)) this.finishPending(line, EventStatus.VALID);
+        if (line.pending !== null && levelActive(line.type, e.level)) this.finishPending(line, EventStatus.VALID, e.timestampNs);
       }
     } catch (err) {
       this.log.error('unexpected error delivering a line event', { chip: this.backend.chip, error: String(err) });
