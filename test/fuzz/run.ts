@@ -95,6 +95,7 @@ async function main(): Promise<void> {
     if (details.failed) {
       console.log(`FAIL ${t.name}: after ${details.numRuns} runs (seed ${seed}, path "${details.counterexamplePath ?? ''}")`);
       console.log(fc.defaultReportMessage(details) ?? '');
+      if (details.errorInstance !== null) console.log(`error: ${details.errorInstance instanceof Error ? (details.errorInstance.stack ?? details.errorInstance.message) : String(details.errorInstance)}`);
       console.log(`replay: npm run fuzz -- --target ${t.name} --seed ${args.seed} --runs ${args.targets.length === 1 ? args.runs : numRuns}`);
       process.exitCode = 1;
       return;

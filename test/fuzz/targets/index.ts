@@ -1,5 +1,6 @@
 /** Every fuzz target, in run order. */
 import type { FuzzTarget } from '../target.ts';
 import { codecTarget } from './codec.ts';
+import { virtqueueTarget } from './virtqueue.ts';
 
-export const allTargets: readonly FuzzTarget[] = [codecTarget];
+export const allTargets: readonly FuzzTarget[] = [codecTarget, virtqueueTarget];
