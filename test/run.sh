@@ -17,6 +17,7 @@ node scripts/build-addon.mjs
 # 2. Debian packages the integration tests use.
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)  # promtool + prometheus: test/observability
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_pkgs[*]} with apt-get"
