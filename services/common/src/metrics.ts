@@ -175,3 +175,34 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
     },
   };
 }
+
+/**
+ * The `--metrics` flag of a command: `off` = no endpoint; absent = `dflt` (undefined = no
+ * endpoint). Throws MetricsAddressError for anything else that is not HOST:PORT.
+ */
+export function metricsFlag(value: string | undefined, dflt: string | undefined): { readonly listen: string; readonly explicit: boolean } | undefined {
+  if (value === 'off') return undefined;
+  if (value === undefined) return dflt === undefined ? undefined : { listen: dflt, explicit: false };
+  parseMetricsAddress(value);
+  return { listen: value, explicit: true };
+}
+
+/**
+ * Start the endpoint of a command. An explicitly given address must bind (else this
+ * rejects); the default address may be taken (another gpio-fabric process on the host):
+ * then the process runs without an endpoint, says so through `log`, and this resolves undefined.
+ */
+export async function startCommandMetrics(
+  flag: { readonly listen: string; readonly explicit: boolean } | undefined,
+  opts: Omit<MetricsServerOptions, 'listen'>,
+): Promise<MetricsServer | undefined> {
+  if (flag === undefined) return undefined;
+  try {
+    return await startMetricsServer({ ...opts, listen: flag.listen });
+  } catch (e) {
+    const code = ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code;
+    if (flag.explicit || code !== 'EADDRINUSE') throw e;
+    (opts.log ?? (() => {}))(`metrics: the default address ${flag.listen} is in use; running without a metrics endpoint (give --metrics HOST:PORT, port 0 = any)`);
+    return undefined;
+  }
+}

@@ -4,7 +4,7 @@
  * requests (any replica serves any client); it validates, converts and delegates.
  */
 import {
-  Server, ServerCredentials,
+  Server, ServerCredentials, status as GrpcStatus,
   type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type StatusObject, type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { invalidArgument, notFound, outOfRange } from '../../common/src/errors.ts';
@@ -22,6 +22,7 @@ import { toStatusObject } from './grpc/status.ts';
 import { HealthService, healthImplementation } from './grpc/health.ts';
 import { MAX_DOCUMENT_BYTES, MAX_NGPIO } from './names.ts';
 import { parseTopology } from './topology.ts';
+import type { LineStateMetrics } from './metrics.ts';
 
 /** Lease TTL used when a RegisterChip asks for 0 and the server was given none. */
 export const DEFAULT_LEASE_TTL_MS = 10_000;
@@ -37,6 +38,8 @@ export interface LineStateServerOptions {
   readonly log?: (msg: string) => void;
   /** Lease TTL for RegisterChip requests that ask for 0 (default DEFAULT_LEASE_TTL_MS). */
   readonly leaseTtlMs?: number;
+  /** Prometheus series (docs/metrics.md); the store is wrapped to time its operations. */
+  readonly metrics?: LineStateMetrics;
 }
 
 export interface LineStateServer {
@@ -51,7 +54,8 @@ type Unary<Req, Res> = (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>)
 
 /** Start the service. Resolves once it listens. */
 export async function startLineStateServer(opts: LineStateServerOptions): Promise<LineStateServer> {
-  const { store } = opts;
+  const metrics = opts.metrics;
+  const store = metrics !== undefined ? metrics.instrumentStore(opts.store) : opts.store;
   const log = opts.log ?? ((msg: string) => console.error(msg));
   const leaseTtlDefault = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
   const openStreams = new Set<{ end(): void }>();
@@ -64,14 +68,23 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
   // Every unary RPC: validate + call the store inside an async function, so a thrown
   // FabricError (sync or async) becomes its status and anything else becomes INTERNAL.
   const unary = <Req, Res>(rpc: string, fn: (req: Req) => Promise<Res>): Unary<Req, Res> => (call, cb) => {
+    const t0 = metrics !== undefined ? performance.now() : 0;
+    const failed = (e: unknown): void => {
+      const s = fail(rpc, e);
+      metrics?.rpc(rpc, s.code ?? GrpcStatus.UNKNOWN, (performance.now() - t0) / 1000);
+      cb(s);
+    };
     let p: Promise<Res>;
     try {
       p = fn(call.request);
     } catch (e) {
-      cb(fail(rpc, e));
+      failed(e);
       return;
     }
-    p.then((res) => cb(null, res), (e: unknown) => cb(fail(rpc, e)));
+    p.then((res) => {
+      metrics?.rpc(rpc, GrpcStatus.OK, (performance.now() - t0) / 1000);
+      cb(null, res);
+    }, failed);
   };
 
   const impl = {
@@ -101,8 +114,19 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
     }),
     getNames: unary<GetNamesRequest, GetNamesResponse>('GetNames', async (req) => ({ names: [...(await store.getNames(cv.chipId(req.chip)))] })),
     watchEvents: (call: ServerWritableStream<WatchEventsRequest, LineEvent>) => {
-      void watchEvents(store, call, openStreams).catch((e: unknown) => {
+      let counted = metrics === undefined;
+      const count = (code: number): void => {
+        if (counted) return;
+        counted = true;
+        metrics?.rpc('WatchEvents', code);
+      };
+      if (metrics !== undefined) {
+        call.on('cancelled', () => count(GrpcStatus.CANCELLED));
+        call.on('finish', () => count(GrpcStatus.OK));
+      }
+      void watchEvents(store, call, openStreams, metrics).catch((e: unknown) => {
         const s = fail('WatchEvents', e);
+        count(s.code ?? GrpcStatus.UNKNOWN);
         if (!call.cancelled && !call.writableEnded) call.emit('error', s);
       });
     },
@@ -183,7 +207,9 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
  * the backlog (seq > from_seq) in pages, then flush the buffer dropping what was sent,
  * then go live. Per chip, nothing is sent twice or out of order (seq only increases).
  */
-async function watchEvents(store: LineStore, call: ServerWritableStream<WatchEventsRequest, LineEvent>, openStreams: Set<{ end(): void }>): Promise<void> {
+async function watchEvents(
+  store: LineStore, call: ServerWritableStream<WatchEventsRequest, LineEvent>, openStreams: Set<{ end(): void }>, metrics: LineStateMetrics | undefined,
+): Promise<void> {
   const req = call.request;
   if (req.chips.length > 1024) throw invalidArgument(`chips has ${req.chips.length} entries (at most 1024)`);
   const chips = req.chips.map((c, i) => cv.chipId(c, `chips[${i}]`));
@@ -210,28 +236,33 @@ async function watchEvents(store: LineStore, call: ServerWritableStream<WatchEve
   let buffer: LineEventRecord[] | undefined = fromSeq !== undefined ? [] : undefined;
   let sub: EventSubscription | undefined;
   const stream = { end: () => finish(true) };
+  const kind = fromSeq !== undefined ? 'agent' : 'watcher';
   const finish = (endCall: boolean): void => {
     if (done) return;
     done = true;
+    metrics?.streamClosed(kind);
     openStreams.delete(stream);
     sub?.close();
     if (endCall && !call.writableEnded) call.end();
   };
-  const send = (e: LineEventRecord): void => {
+  /** `live`: the event came through the subscription (its stream lag is measured). */
+  const send = (e: LineEventRecord, live: boolean): void => {
     if (done) return;
     if (req.offset !== undefined && e.offset !== req.offset) return;
     const last = lastSent.get(e.chip);
     if (last !== undefined && e.seq <= last) return;
     lastSent.set(e.chip, e.seq);
     call.write(cv.eventToProto(e));
+    metrics?.eventSent(live ? e.timestampNs : undefined);
   };
   call.on('cancelled', () => finish(false));
   call.on('error', () => finish(false));
   openStreams.add(stream);
+  metrics?.streamOpened(kind);
 
   sub = await store.subscribe(chips, (e) => {
     if (buffer !== undefined) buffer.push(e);
-    else send(e);
+    else send(e, true);
   });
   if (done) {
     sub.close();
@@ -244,14 +275,14 @@ async function watchEvents(store: LineStore, call: ServerWritableStream<WatchEve
     for (;;) {
       const page = await store.readEvents(chip, cursor, WATCH_BACKLOG_PAGE);
       if (done) return;
-      for (const e of page) send(e);
+      for (const e of page) send(e, false);
       const tail = page[page.length - 1];
       if (tail === undefined || page.length < WATCH_BACKLOG_PAGE) break;
       cursor = tail.seq;
     }
     const pending = buffer ?? [];
     buffer = undefined;
-    for (const e of pending) send(e);
+    for (const e of pending) send(e, true);
   }
 }
 

@@ -4,13 +4,15 @@ import { UsageError, type Command } from '../command.ts';
 import { parse, serverAddress } from '../operator.ts';
 import { intArg, namesArg, pullArg, qemuArgs, QEMU_NOTE } from '../agent-options.ts';
 import { waitForSignal } from '../signals.ts';
+import { MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics, type MetricsServer } from '../../../common/src/metrics.ts';
+import { agentMetrics } from '../../../agent/src/metrics.ts';
 
 /** `gpio-fabric agent`: one vhost-user virtio-gpio backend for one VM. */
 export const command: Command = {
   summary: 'serve one VM a virtio-gpio controller over vhost-user (QEMU connects to --socket)',
   help: `Usage: gpio-fabric agent --socket PATH --chip ID --lines N [--names a,b,...]
                          [--server ADDR | --standalone [--listen ADDR] [--pull up|down|none]]
-                         [--deadline MS] [--lease-ttl MS] [--print-qemu]
+                         [--deadline MS] [--lease-ttl MS] [--metrics ADDR] [--print-qemu]
 
 Listens on a UNIX socket for QEMU's vhost-user-gpio-pci device and serves the guest a
 standard virtio-gpio controller (virtio 1.2 §5.18) with N lines. QEMU may disconnect
@@ -35,6 +37,10 @@ Options:
   --deadline MS     every guest request is answered within MS (ERR when the service is
                     late or unreachable; default 2000). The Linux driver waits forever.
   --lease-ttl MS    chip lease TTL asked of the service (default: the service's)
+  --metrics ADDR    serve Prometheus metrics (GET /metrics) and a health check (GET
+                    /healthz: 200 while the chip is registered with the service; always
+                    with --standalone) on host:port (port 0 = any free port; default:
+                    none). See docs/metrics.md
   --print-qemu      print the QEMU arguments that attach a VM to this agent
 
 Environment: GPIOFABRIC_LOG=debug|info|warn|error (default info).
@@ -48,6 +54,7 @@ ${QEMU_NOTE}`,
       socket: { type: 'string' }, chip: { type: 'string' }, lines: { type: 'string' }, names: { type: 'string' },
       server: { type: 'string' }, standalone: { type: 'boolean' }, listen: { type: 'string' }, pull: { type: 'string' },
       deadline: { type: 'string' }, 'lease-ttl': { type: 'string' }, 'print-qemu': { type: 'boolean' },
+      metrics: { type: 'string' },
     }, { min: 0, max: 0, what: 'no positional arguments' });
     if (values.socket === undefined) throw new UsageError('--socket PATH is required');
     if (values.chip === undefined) throw new UsageError('--chip ID is required');
@@ -60,9 +67,19 @@ ${QEMU_NOTE}`,
     if (!standalone && values.pull !== undefined) throw new UsageError('--pull only goes with --standalone (in a fabric, set bias with `gpio-fabric bias` or a topology)');
     const deadline = intArg('deadline', values.deadline, 2000, 10, 60_000);
     const leaseTtl = values['lease-ttl'] === undefined ? undefined : intArg('lease-ttl', values['lease-ttl'], 0, 500, 600_000);
+    let metricsAt: ReturnType<typeof metricsFlag>;
+    try {
+      metricsAt = metricsFlag(values.metrics, undefined);
+    } catch (e) {
+      if (e instanceof MetricsAddressError) throw new UsageError(e.message);
+      throw e;
+    }
     const log = createLogger(`agent[${values.chip}]`);
+    const registry = metricsAt !== undefined ? createMetricsRegistry() : undefined;
+    const metrics = registry !== undefined ? agentMetrics(registry) : undefined;
 
     const closers: (() => Promise<void>)[] = [];
+    const withMetrics = metrics !== undefined ? { metrics } : {};
     let agent: RunningAgent;
     try {
       if (standalone && values.listen !== undefined) {
@@ -70,10 +87,15 @@ ${QEMU_NOTE}`,
         const { createMemoryStore } = await import('../../../linestate/src/store/memory-store.ts');
         const { startLineStateServer } = await import('../../../linestate/src/server.ts');
         const store = createMemoryStore();
-        const server = await startLineStateServer({ store, listen: values.listen, log: (m) => log.info(m) });
+        let lsMetrics;
+        if (registry !== undefined) {
+          const { lineStateMetrics } = await import('../../../linestate/src/metrics.ts');
+          lsMetrics = lineStateMetrics({ registry, store, storeKind: 'memory', log: (m) => log.warn(m) });
+        }
+        const server = await startLineStateServer({ store, listen: values.listen, log: (m) => log.info(m), ...(lsMetrics !== undefined ? { metrics: lsMetrics } : {}) });
         closers.push(async () => { await server.close(); await store.close(); });
         const bias = pullArg(values.pull);
-        agent = await startAgent({ socketPath: values.socket, chip: values.chip, ngpio, names, requestDeadlineMs: deadline, log, backend: { kind: 'remote', server: server.address } });
+        agent = await startAgent({ socketPath: values.socket, chip: values.chip, ngpio, names, requestDeadlineMs: deadline, log, backend: { kind: 'remote', server: server.address }, ...withMetrics });
         if (bias !== 0) {
           const { createLineStateClient } = await import('../../../linestate/src/client.ts');
           const c = createLineStateClient(server.address);
@@ -85,12 +107,26 @@ ${QEMU_NOTE}`,
         }
         console.log(`line-state API for ${values.chip} on ${server.address} (e.g. gpio-fabric get ${values.chip}:0 --server ${server.address})`);
       } else if (standalone) {
-        agent = await startAgent({ socketPath: values.socket, chip: values.chip, ngpio, names, requestDeadlineMs: deadline, log, backend: { kind: 'standalone', bias: pullArg(values.pull) } });
+        agent = await startAgent({ socketPath: values.socket, chip: values.chip, ngpio, names, requestDeadlineMs: deadline, log, backend: { kind: 'standalone', bias: pullArg(values.pull) }, ...withMetrics });
       } else {
         agent = await startAgent({
           socketPath: values.socket, chip: values.chip, ngpio, names, requestDeadlineMs: deadline, log,
           backend: { kind: 'remote', server: serverAddress(values.server), ...(leaseTtl !== undefined ? { leaseTtlMs: leaseTtl } : {}) },
+          ...withMetrics,
         });
+      }
+      const running = agent;
+      const ms: MetricsServer | undefined = registry === undefined ? undefined : await startCommandMetrics(metricsAt, {
+        registry,
+        health: () => Promise.resolve(running.ready() ? true : `chip ${running.chip} is not registered with the line-state service`),
+        log: (m) => log.warn(m),
+      }).catch(async (e: unknown) => {
+        await running.close();
+        throw e;
+      });
+      if (ms !== undefined) {
+        closers.unshift(() => ms.close());
+        console.log(`metrics on http://${ms.address}/metrics`);
       }
     } catch (e) {
       for (const c of closers.reverse()) await c();

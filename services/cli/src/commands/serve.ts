@@ -4,11 +4,14 @@ import { parse } from '../operator.ts';
 import type { LineStore } from '../../../linestate/src/store/store.ts';
 import { startLineStateServer } from '../../../linestate/src/server.ts';
 import { parseTopology } from '../../../linestate/src/topology.ts';
+import { DEFAULT_METRICS_ADDRESS, MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics } from '../../../common/src/metrics.ts';
+import { lineStateMetrics, storeHealth } from '../../../linestate/src/metrics.ts';
 
 /** `gpio-fabric serve`: run the line-state service. */
 export const command: Command = {
   summary: 'run the line-state gRPC service (in-memory, or on Redis with --redis)',
   help: `Usage: gpio-fabric serve [--redis URL] [--fabric NAME] [--listen ADDR] [--topology FILE] [--lease-ttl MS]
+                         [--metrics ADDR|off]
 
 Runs the line-state service. Without --redis the state lives in this process (one
 machine, lost on exit). With --redis every replica started on the same Redis and fabric
@@ -20,10 +23,15 @@ Options:
   --fabric NAME     fabric name: the Redis key namespace (default "default")
   --listen ADDR     host:port to listen on (default $GPIOFABRIC_LISTEN or 127.0.0.1:7070; port 0 = any free port)
   --topology FILE   apply this topology document at start (see docs/topology.md)
-  --lease-ttl MS    lease TTL for agents that do not ask for one (default 10000)`,
+  --lease-ttl MS    lease TTL for agents that do not ask for one (default 10000)
+  --metrics ADDR    serve Prometheus metrics (GET /metrics) and a health check (GET
+                    /healthz: 200 after a store round trip, else 503) on host:port
+                    (default ${DEFAULT_METRICS_ADDRESS}, skipped with a warning when that
+                    is taken; port 0 = any free port; off = none). See docs/metrics.md`,
   async run(argv) {
     const { values } = parse(argv, {
       redis: { type: 'string' }, fabric: { type: 'string' }, listen: { type: 'string' }, topology: { type: 'string' }, 'lease-ttl': { type: 'string' },
+      metrics: { type: 'string' },
     }, { min: 0, max: 0, what: 'no positional arguments' });
     const redis = values.redis ?? (process.env['GPIOFABRIC_REDIS'] || undefined);
     const listen = values.listen ?? (process.env['GPIOFABRIC_LISTEN'] || '127.0.0.1:7070');
@@ -38,6 +46,13 @@ Options:
     const fabric = values.fabric ?? 'default';
     if (values.fabric !== undefined && redis === undefined) throw new UsageError('--fabric names a fabric on Redis: give --redis URL too');
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(fabric)) throw new UsageError(`--fabric must be 1-64 characters of A-Z a-z 0-9 . _ -, not "${fabric}"`);
+    let metricsAt: ReturnType<typeof metricsFlag>;
+    try {
+      metricsAt = metricsFlag(values.metrics, DEFAULT_METRICS_ADDRESS);
+    } catch (e) {
+      if (e instanceof MetricsAddressError) throw new UsageError(e.message);
+      throw e;
+    }
     let document: string | undefined;
     if (values.topology !== undefined) {
       try {
@@ -62,8 +77,18 @@ Options:
         const r = await store.applyTopology(parseTopology(document), false);
         log(`applied topology ${values.topology}: ${r.changes.length} change(s), ${r.chips} chip(s), ${r.nets} net(s)`);
       }
-      const server = await startLineStateServer({ store, listen, log, ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}) });
+      const registry = createMetricsRegistry();
+      const metrics = lineStateMetrics({ registry, store, storeKind: redis !== undefined ? 'redis' : 'memory', log });
+      const server = await startLineStateServer({ store, listen, log, metrics, ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}) });
+      let metricsServer;
+      try {
+        metricsServer = await startCommandMetrics(metricsAt, { registry, health: () => storeHealth(store), log });
+      } catch (e) {
+        await server.close();
+        throw e;
+      }
       console.log(`gpio-fabric line-state service listening on ${server.address} (store: ${redis !== undefined ? `redis, fabric ${fabric}` : 'memory'})`);
+      if (metricsServer !== undefined) console.log(`metrics on http://${metricsServer.address}/metrics`);
       await new Promise<void>((resolve) => {
         const onSignal = (sig: string): void => {
           process.off('SIGINT', onSignal);
@@ -74,6 +99,7 @@ Options:
         process.on('SIGINT', onSignal);
         process.on('SIGTERM', onSignal);
       });
+      await metricsServer?.close();
       await server.close();
     } finally {
       await store.close();

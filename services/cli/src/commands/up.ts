@@ -9,6 +9,9 @@ import { UsageError, type Command } from '../command.ts';
 import { parse } from '../operator.ts';
 import { intArg, qemuArgs, QEMU_NOTE } from '../agent-options.ts';
 import { waitForSignal } from '../signals.ts';
+import { DEFAULT_METRICS_ADDRESS, MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics, type MetricsServer } from '../../../common/src/metrics.ts';
+import { agentMetrics } from '../../../agent/src/metrics.ts';
+import { lineStateMetrics, storeHealth } from '../../../linestate/src/metrics.ts';
 
 function defaultDir(): string {
   const run = process.env['XDG_RUNTIME_DIR'];
@@ -19,7 +22,7 @@ function defaultDir(): string {
 export const command: Command = {
   summary: 'run a local fabric: the line-state service (embedded store) plus one agent per VM',
   help: `Usage: gpio-fabric up [--vms vm-a,vm-b] [--lines N] [--dir DIR] [--listen ADDR]
-                      [--redis URL [--fabric NAME]] [--wire]
+                      [--redis URL [--fabric NAME]] [--wire] [--metrics ADDR|off]
 
 Starts, in this process, the line-state service (on the embedded in-memory store unless
 --redis is given) and one agent per VM, then prints for each VM the QEMU arguments that
@@ -35,12 +38,18 @@ Options:
   --redis URL     keep the state in Redis instead of this process
   --fabric NAME   fabric name on Redis (default "default")
   --wire          wire line 0 of every VM into one net named "demo" (pull down)
+  --metrics ADDR  Prometheus metrics of the service and every agent (GET /metrics, the
+                  chip label tells agents apart) and a health check (GET /healthz: 200
+                  after a store round trip with every agent registered, else 503) on
+                  host:port (default ${DEFAULT_METRICS_ADDRESS}, skipped with a warning
+                  when that is taken; port 0 = any free port; off = none)
 
 ${QEMU_NOTE}`,
   async run(argv) {
     const { values } = parse(argv, {
       vms: { type: 'string' }, lines: { type: 'string' }, dir: { type: 'string' }, listen: { type: 'string' },
       redis: { type: 'string' }, fabric: { type: 'string' }, wire: { type: 'boolean' },
+      metrics: { type: 'string' },
     }, { min: 0, max: 0, what: 'no positional arguments' });
     const vms = (values.vms ?? 'vm-a,vm-b').split(',').filter((v) => v !== '');
     if (vms.length === 0) throw new UsageError('--vms needs at least one chip id');
@@ -50,6 +59,13 @@ ${QEMU_NOTE}`,
     const listen = values.listen ?? '127.0.0.1:7070';
     if (values.fabric !== undefined && values.redis === undefined) throw new UsageError('--fabric names a fabric on Redis: give --redis URL too');
     if (values.wire === true && vms.length < 2) throw new UsageError('--wire needs at least two VMs');
+    let metricsAt: ReturnType<typeof metricsFlag>;
+    try {
+      metricsAt = metricsFlag(values.metrics, DEFAULT_METRICS_ADDRESS);
+    } catch (e) {
+      if (e instanceof MetricsAddressError) throw new UsageError(e.message);
+      throw e;
+    }
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
     } catch (e) {
@@ -67,16 +83,32 @@ ${QEMU_NOTE}`,
     }
     const agents: RunningAgent[] = [];
     let server: Awaited<ReturnType<typeof startLineStateServer>> | undefined;
+    let metricsServer: MetricsServer | undefined;
+    const registry = createMetricsRegistry();
     const shutdown = async (): Promise<void> => {
+      await metricsServer?.close();
       for (const a of agents.reverse()) await a.close();
       await server?.close();
       await store.close();
     };
     try {
-      server = await startLineStateServer({ store, listen, log: (m) => log.info(m) });
+      const lsMetrics = lineStateMetrics({ registry, store, storeKind: values.redis !== undefined ? 'redis' : 'memory', log: (m) => log.warn(m) });
+      server = await startLineStateServer({ store, listen, log: (m) => log.info(m), metrics: lsMetrics });
+      const metrics = agentMetrics(registry);
       for (const chip of vms) {
-        agents.push(await startAgent({ socketPath: join(dir, `${chip}.sock`), chip, ngpio, backend: { kind: 'remote', server: server.address }, log: createLogger(`agent[${chip}]`) }));
+        agents.push(await startAgent({ socketPath: join(dir, `${chip}.sock`), chip, ngpio, backend: { kind: 'remote', server: server.address }, log: createLogger(`agent[${chip}]`), metrics }));
       }
+      const st = store;
+      metricsServer = await startCommandMetrics(metricsAt, {
+        registry,
+        health: async () => {
+          const s = await storeHealth(st);
+          if (s !== true) return s;
+          const waiting = agents.filter((a) => !a.ready()).map((a) => a.chip);
+          return waiting.length === 0 ? true : `not registered: ${waiting.join(', ')}`;
+        },
+        log: (m) => log.warn(m),
+      });
       if (values.wire === true) {
         await store.wire({ name: 'demo', members: vms.map((chip) => ({ chip, line: { kind: 'offset', offset: 0 } as const })), pull: 2, driveMode: 0 });
       }
@@ -89,6 +121,7 @@ ${QEMU_NOTE}`,
     for (const a of agents) {
       out.push(`VM ${a.chip}: attach with`, `  qemu-system-x86_64 ... \\\n    ${qemuArgs(a.chip, a.socketPath)}`, '');
     }
+    if (metricsServer !== undefined) out.push(`Metrics: http://${metricsServer.address}/metrics (health: /healthz)`, '');
     out.push(QEMU_NOTE, '');
     out.push(`Try:  gpio-fabric ls lines --server ${server.address}`);
     out.push(`      gpio-fabric wire ${vms[0]}:1 ${vms[1] ?? vms[0]}:${vms.length > 1 ? 1 : 2} --name link --server ${server.address}`);
