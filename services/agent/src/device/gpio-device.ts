@@ -433,7 +433,11 @@ export class GpioDevice implements VirtioDevice {
       }
       let value = 0;
       try {
-        value = await this.callBackend(req);
+        // The deadline counts from the request's arrival, not from its turn on the line:
+        // a request queued behind slow same-line requests gets only what is left of it.
+        const left = this.deadlineMs - (performance.now() - rec.t0);
+        if (left <= 0) throw new RequestDeadlineError(`${typeName} gpio ${req.gpio}: waited ${this.deadlineMs} ms behind earlier requests on the line`);
+        value = await this.callBackend(req, left);
       } catch (e) {
         const timeout = e instanceof RequestDeadlineError;
         this.log.warn(timeout ? 'backend call timed out; answered ERR' : 'backend call failed; answered ERR', {
@@ -458,7 +462,7 @@ export class GpioDevice implements VirtioDevice {
   }
 
   /** The backend call for a request, raced against the deadline. Resolves the response value. */
-  private callBackend(req: GpioRequest): Promise<number> {
+  private callBackend(req: GpioRequest, timeoutMs: number): Promise<number> {
     const b = this.backend;
     const offset = req.gpio;
     let op: Promise<number>;
@@ -486,7 +490,7 @@ export class GpioDevice implements VirtioDevice {
       return Promise.reject(e);
     }
     return new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new RequestDeadlineError(`${requestTypeName(req.type)} gpio ${offset}: no backend answer within ${this.deadlineMs} ms`)), this.deadlineMs);
+      const timer = setTimeout(() => reject(new RequestDeadlineError(`${requestTypeName(req.type)} gpio ${offset}: no backend answer within ${this.deadlineMs} ms`)), timeoutMs);
       op.then(
         (v) => {
           clearTimeout(timer);
