@@ -76,7 +76,7 @@ export async function startProc(name: string, args: readonly string[], ready: Re
 
 /** `gpio-fabric serve --redis URL`; `address` is where it listens. */
 export async function startServe(name: string, o: { redis: string; fabric: string; listen?: string }): Promise<FabricProc & { address: string }> {
-  const p = await startProc(name, ['serve', '--redis', o.redis, '--fabric', o.fabric, '--listen', o.listen ?? '127.0.0.1:0'], /listening on (\S+)/);
+  const p = await startProc(name, ['serve', '--redis', o.redis, '--fabric', o.fabric, '--listen', o.listen ?? '127.0.0.1:0', '--metrics', 'off'], /listening on (\S+)/);
   return Object.assign(p, { address: p.match[1] ?? '' });
 }
 
