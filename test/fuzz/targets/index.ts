@@ -2,6 +2,7 @@
 import type { FuzzTarget } from '../target.ts';
 import { codecTarget } from './codec.ts';
 import { gpioDeviceTarget } from './gpio-device.ts';
+import { sessionTarget } from './session.ts';
 import { virtqueueTarget } from './virtqueue.ts';
 
-export const allTargets: readonly FuzzTarget[] = [codecTarget, virtqueueTarget, gpioDeviceTarget];
+export const allTargets: readonly FuzzTarget[] = [codecTarget, sessionTarget, virtqueueTarget, gpioDeviceTarget];
