@@ -153,6 +153,39 @@ describe('gpio-fabric trace', () => {
     assert.ok(last > (timesOf(p, 'vm-b.0')[0] ?? 0n), 'an end time after the last change');
   });
 
+  it('a service that goes away mid-trace leaves a complete file up to then and exit 1', async () => {
+    const other = await startLineStateServer({ store: createMemoryStore(), listen: '127.0.0.1:0', log: () => {} });
+    const c = createLineStateClient(other.address);
+    const file = join(dir, 'cut.vcd');
+    try {
+      await c.registerChip({ chip: 'vm-c', ngpio: 1, names: [], owner: 'trace-test', leaseTtlMs: 0 });
+      const proc = spawn(process.execPath, ['bin/gpio-fabric.mjs', 'trace', '--vcd', file, '--server', other.address], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      proc.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      const exited = once(proc, 'exit');
+      await headerWritten(file, proc);
+      await c.drive({ target: { $case: 'line', value: { chip: 'vm-c', line: { $case: 'offset', value: 0 } } }, value: DriveValue.DRIVE_VALUE_HIGH });
+      let partial = await readWhole(file);
+      for (let i = 0; i < 400 && values(partial, 'vm-c.0').length === 0; i++) {
+        await sleep(25);
+        partial = await readWhole(file);
+      }
+      c.close();
+      await other.close(); // ends the open watch streams
+      const [code] = await exited;
+      assert.equal(code, 1);
+      assert.match(stderr, /stopped early/);
+      // Normally a clean end of the stream; a dropped connection is reported with its status.
+      assert.match(stderr, /gpio-fabric trace: (UNAVAILABLE: the service ended the event stream of chip vm-c|[A-Z_]+: )/);
+      const p = parseVcd(readFileSync(file, 'utf8'));
+      assert.deepEqual(values(p, 'vm-c.0'), ['1']);
+      assert.ok((p.times.at(-1) ?? 0n) > (timesOf(p, 'vm-c.0')[0] ?? 0n), 'completed with an end time');
+    } finally {
+      c.close();
+      await other.close();
+    }
+  });
+
   it('usage errors exit 2, refused targets exit 1, --help is complete', async () => {
     const file = join(dir, 'never.vcd');
     const [noVcd, badDuration, badTarget, unknownChip, unknownLine, help] = await Promise.all([
