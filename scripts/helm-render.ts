@@ -1043,6 +1043,7 @@ export function parseSet(expr: string, asString = false): Record<string, unknown
       const last = i === keys.length - 1;
       const nextIsIndex = typeof keys[i + 1] === 'number';
       const container = node as Record<string | number, unknown>;
+      if (Array.isArray(node) && typeof k === 'number') while (node.length < k) node.push(null);
       if (last) { container[k] = value; return; }
       if (container[k] === undefined || typeof container[k] !== 'object' || container[k] === null) container[k] = nextIsIndex ? [] : {};
       node = container[k] as Record<string, unknown> | unknown[];
