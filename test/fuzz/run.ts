@@ -9,6 +9,7 @@
 import fc from 'fast-check';
 import { allTargets } from './targets/index.ts';
 import type { FuzzTarget } from './target.ts';
+import { splitRuns } from './split.ts';
 
 interface Args {
   runs: number;
@@ -59,21 +60,6 @@ function parseArgs(argv: readonly string[]): Args {
     }
   }
   return { runs, seed: seed | 0, targets, list };
-}
-
-/** Split `total` runs over targets by weight (largest remainder; every target gets ≥ 1). */
-export function splitRuns(total: number, targets: readonly FuzzTarget[]): number[] {
-  const w = targets.reduce((n, t) => n + t.weight, 0);
-  const exact = targets.map((t) => (total * t.weight) / w);
-  const out = exact.map((x) => Math.max(1, Math.floor(x)));
-  let left = total - out.reduce((a, b) => a + b, 0);
-  const order = exact.map((x, i) => [x - Math.floor(x), i] as const).sort((a, b) => b[0] - a[0]);
-  for (const [, i] of order) {
-    if (left <= 0) break;
-    out[i] = (out[i] as number) + 1;
-    left--;
-  }
-  return out;
 }
 
 async function main(): Promise<void> {

@@ -116,7 +116,7 @@ function checkDecoders(payload: Uint8Array, fds: readonly number[]): void {
 export const codecTarget: FuzzTarget = {
   name: 'codec',
   description: 'random byte streams in random chunks with random fds -> MessageReader and decoders',
-  weight: 30,
+  weight: 45,
   testRuns: 3000,
   property: () =>
     fc.property(inputArb, (input) => {

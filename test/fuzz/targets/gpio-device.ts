@@ -288,7 +288,7 @@ async function run(input: Input): Promise<void> {
 export const gpioDeviceTarget: FuzzTarget = {
   name: 'gpio-device',
   description: 'random requestq/eventq chains, drives and turns -> GpioDevice on a standalone backend vs a reference model',
-  weight: 10,
+  weight: 15,
   testRuns: 600,
   property: () => fc.asyncProperty(inputArb, run),
 };

@@ -122,7 +122,7 @@ const flagsArb = fc.oneof(
 
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
   {
-    weight: 10,
+    weight: 15,
     arbitrary: fc.tuple(fc.oneof({ weight: 4, arbitrary: wellFormed }, { weight: 1, arbitrary: malformed }), flagsArb).map(([[request, payload, fds], flags]): Step => ({ kind: 'msg', request, flags, payload, fds })),
   },
   { weight: 2, arbitrary: fc.nat(3).map((which): Step => ({ kind: 'kick', which })) },
@@ -244,7 +244,7 @@ async function run(input: Input): Promise<void> {
 export const sessionTarget: FuzzTarget = {
   name: 'session',
   description: 'random well-formed / malformed vhost-user messages, kicks and guest-memory scribbles -> VhostUserSession + GpioDevice',
-  weight: 10,
+  weight: 15,
   testRuns: 500,
   property: () => fc.asyncProperty(inputArb, run),
 };

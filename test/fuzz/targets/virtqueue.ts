@@ -391,7 +391,7 @@ function run(input: Input): void {
 export const virtqueueTarget: FuzzTarget = {
   name: 'virtqueue',
   description: 'random guest memory layouts, descriptor tables, indirect tables and avail rings -> SplitQueue.pop()',
-  weight: 25,
+  weight: 20,
   testRuns: 1500,
   property: () => fc.property(inputArb, run),
 };
