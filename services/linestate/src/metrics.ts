@@ -158,6 +158,12 @@ export class LineStateMetrics {
       this.storeDuration.zero({ op, store: opts.storeKind });
       this.#storeOps.set(op, this.storeDuration.labels({ op, store: opts.storeKind }));
     }
+    // Every cause the service's own errors map to starts at 0 (others appear when they happen).
+    for (const cause of Object.values(ErrorCode)) {
+      const c = this.errors.labels({ cause });
+      c.inc(0);
+      this.#errorCounters.set(cause, c);
+    }
     for (const kind of ['agent', 'watcher'] as const) this.eventStreams.set({ kind }, 0);
     this.chips.set({ state: 'online' }, 0);
     this.chips.set({ state: 'offline' }, 0);
