@@ -52,7 +52,7 @@ test('an agent killed with SIGKILL: its lease expires, a restarted agent takes t
     const killedAt = performance.now();
     const second = await startAgentProc('agent 2', opts);
     cleanup.defer('stop agent 2', () => second.stop());
-    const took = await timed(() => until('agent 2 took the chip over', () => /registered \(lease token (\d+), state restored, took over an expired lease\)/.exec(second.output()), 20_000));
+    const took = await timed(() => until('agent 2 took the chip over', () => /registered \(lease token (\d+), state restored, took over an expired lease\)/.exec(second.output()) ?? undefined, 20_000));
     const takeoverMs = performance.now() - killedAt;
     const newToken = took.value[1];
     assert.ok(BigInt(newToken ?? '0') > BigInt(oldToken), 'the new lease has a higher fencing token');
