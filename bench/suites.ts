@@ -9,4 +9,5 @@ export interface BenchSuite {
 
 export const suites: Readonly<Record<string, () => Promise<BenchSuite>>> = {
   linestate: async () => (await import('./linestate.ts')).suite,
+  agent: async () => (await import('./agent.ts')).suite,
 };
