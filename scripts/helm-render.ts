@@ -474,7 +474,7 @@ class PipeParser {
           return { t: 'pipe', pipe: p, chain: this.chain() };
         }
     }
-    throw new TemplateError(`${this.where}: unexpected "${'v' in t ? String(t.v) : t.k}" in operand`);
+    throw new TemplateError(`${this.where}: unexpected "${String((t as { v?: unknown }).v ?? ')')}" in operand`);
   }
 }
 
@@ -938,7 +938,7 @@ export function builtinFuncs(): Engine['funcs'] {
     ternary: (_c, a, b, cond) => (truth(cond) ? a : b),
     quote: (_c, ...a) => a.filter((x) => x !== null && x !== undefined).map((x) => JSON.stringify(strval(x))).join(' '),
     squote: (_c, ...a) => a.filter((x) => x !== null && x !== undefined).map((x) => `'${strval(x)}'`).join(' '),
-    toString: (_c, v) => strval(v),
+    ['toString']: (_c: ExecCtx, v: unknown) => strval(v),
     int: (_c, v) => new GoInt(Math.trunc(toNumber(v))),
     int64: (_c, v) => new GoInt(Math.trunc(toNumber(v))),
     float64: (_c, v) => toNumber(v),
