@@ -29,7 +29,12 @@ import {
 } from './support.ts';
 
 const CHIP = 'vm-f';
-const DEADLINE_MS = 500;
+/**
+ * The agent's request deadline. Small, so a dead service costs the guest little; 500 ms
+ * was too tight for the checks after recovery on a 2-core machine at load 17 (a request
+ * to the just-restarted service sometimes took longer and was answered ERR, as designed).
+ */
+const DEADLINE_MS = 1000;
 
 describe('faults with a real guest running', () => {
   const stack = new Stack();
@@ -113,17 +118,24 @@ describe('faults with a real guest running', () => {
     await sleep(2000); // a few seconds of outage while the agent retries in the background
 
     serve = await startServe('serve (restarted)', { redis: redis.url, fabric, listen });
-    await until('gpioget to work again', () => guest.run('gpioget -c gpiochip0 --numeric in0'), (r) => r.code === 0, 30_000, 300);
-    const after = await gpiogets(3);
-    assert.deepEqual(after.codes, [0, 0, 0], after.output);
+    // recovered = three gpiogets in a row succeed (a request the restarting service is
+    // slow to answer may still be ERR at the agent's deadline, as designed)
+    const after = await until('three gpiogets in a row to work again', () => gpiogets(3), (r) => r.codes.every((c) => c === 0), 30_000, 300);
     assert.deepEqual(after.output.split('\n').filter((l) => /^[01]$/.test(l)), ['1', '1', '1'], 'the pull survived in Redis');
     // the agent is registered again and the guest drives a line the fabric sees
-    const held = await guest.background('exec gpioset -c gpiochip0 out0=1');
-    try {
-      await until('out0 driven by the guest', () => getLine(listen, `${CHIP}:out0`), (l) => l.direction === 'out' && l.level === 1);
-    } finally {
-      await held.kill();
-    }
+    let lastTry = '';
+    await until('a gpioset in the guest to hold out0 as seen by the fabric', async () => {
+      const held = await guest.background('exec gpioset -c gpiochip0 out0=1');
+      try {
+        return await until('out0 driven', () => getLine(listen, `${CHIP}:out0`), (l) => l.direction === 'out' && l.level === 1, 5000, 200).then(() => true, (e: unknown) => {
+          lastTry = (e as Error).message;
+          return false;
+        });
+      } finally {
+        lastTry += `\ngpioset printed: ${await held.read()}`;
+        await held.kill();
+      }
+    }, (ok) => ok, 40_000, 0).catch((e: unknown) => { throw new Error(`${(e as Error).message}\n${lastTry}\n${ctx()}`); });
     const chips = JSON.parse(await cliOk(['ls', 'chips', '--json', '--server', listen])) as { id: string; online: boolean }[];
     assert.deepEqual(chips.map((c) => [c.id, c.online]), [[CHIP, true]]);
   });
