@@ -31,6 +31,53 @@ const DRIVE_VALUES: Readonly<Record<string, DriveValue>> = {
   '0': DriveValue.LOW, '1': DriveValue.HIGH, low: DriveValue.LOW, high: DriveValue.HIGH, release: DriveValue.RELEASE,
 };
 const MAX_PROBLEMS = 50;
+/**
+ * Structure limits checked before the yaml parser runs. The parser recurses per nesting
+ * level and recovers from a stack overflow only slowly, and compact block nesting on one
+ * line ("a: a: a: …", "- - - …") costs it super-linear time: a 2 MB document of '[' kept
+ * the service's event loop busy for over a minute, 300 kB of "a: " for 17 s. A topology
+ * needs 3 levels and a few indicators per line.
+ */
+export const MAX_NESTING_DEPTH = 64;
+/** Most block indicators (": ", "- ", "? " outside flow collections) on one line. */
+export const MAX_BLOCK_INDICATORS_PER_LINE = 64;
+
+/**
+ * A linear pre-scan: the deepest [ / { nesting and the most block indicators on one line,
+ * outside quoted strings and comments. Returns a problem or undefined.
+ */
+function structureProblem(text: string): string | undefined {
+  let depth = 0;
+  let quote = '';
+  let comment = false;
+  let line = 1;
+  let indicators = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\n') {
+      comment = false;
+      line++;
+      indicators = 0;
+      continue;
+    }
+    if (comment) continue;
+    if (quote !== '') {
+      if (c === '\\' && quote === '"') i++;
+      else if (c === quote) quote = '';
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === '#' && (i === 0 || /\s/.test(text[i - 1] as string))) comment = true;
+    else if (c === '[' || c === '{') {
+      if (++depth > MAX_NESTING_DEPTH) return `lists or mappings are nested deeper than ${MAX_NESTING_DEPTH} levels (line ${line})`;
+    } else if ((c === ']' || c === '}') && depth > 0) depth--;
+    else if (depth === 0 && (c === ':' || c === '-' || c === '?')) {
+      const next = text[i + 1];
+      if ((next === ' ' || next === '\t' || next === '\n' || next === undefined) && ++indicators > MAX_BLOCK_INDICATORS_PER_LINE) {
+        return `line ${line} nests more than ${MAX_BLOCK_INDICATORS_PER_LINE} block entries`;
+      }
+    }
+  }
+  return undefined;
+}
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -47,6 +94,8 @@ export function parseTopology(text: string): Topology {
   if (Buffer.byteLength(text, 'utf8') > MAX_DOCUMENT_BYTES) {
     throw new TopologyError([`the document is larger than ${MAX_DOCUMENT_BYTES} bytes`]);
   }
+  const structure = structureProblem(text);
+  if (structure !== undefined) throw new TopologyError([`syntax: ${structure}`]);
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new TopologyError(doc.errors.slice(0, MAX_PROBLEMS).map((e) => `syntax: ${e.message.split('\n')[0] ?? e.message}`));
