@@ -376,7 +376,7 @@ function chipVariable(): dashboard.VariableModel {
     .label('Chip')
     .description('The chip (VM) whose agent the panels show.')
     .datasource(DS)
-    .query({ qryType: 1, query, refId: 'PrometheusVariableQueryEditor-VariableQuery' })
+    .query(query) // the plain-string form: every Grafana version reads (and migrates) it
     .definition(query)
     .refresh(dashboard.VariableRefresh.OnTimeRangeChanged)
     .sort(dashboard.VariableSort.AlphabeticalAsc)
