@@ -4,7 +4,8 @@
  * Generated: random JSON-ish structures (as YAML or JSON text), the documented example
  * with random structural mutations (a subtree replaced by a random value, a key deleted,
  * a list entry duplicated, an unknown key added), the example's text with random
- * character edits or truncation, and anchor/alias bombs (k levels of w aliases each).
+ * character edits or truncation, anchor/alias bombs (k levels of w aliases each), and
+ * deep nesting (flow collections and compact block entries, around the 64-level limit).
  * Properties:
  *  - parseTopology returns a Topology or throws a TopologyError / FabricError whose code
  *    is INVALID_ARGUMENT; never anything else (no TypeError, RangeError, stack overflow);
@@ -135,6 +136,14 @@ const docArb: fc.Arbitrary<string> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.nat(EXAMPLE_TEXT.length).map((n) => EXAMPLE_TEXT.slice(0, n)) },
+  // deep nesting: flow collections and compact block entries around the limits
+  {
+    weight: 1,
+    arbitrary: fc.record({ n: fc.oneof(fc.integer({ min: 60, max: 70 }), fc.nat(300)), kind: fc.constantFrom('[', '{a: ', '- ', 'a: ', '? ', '[- ') }).map(({ n, kind }) => {
+      const close = kind === '[' || kind === '[- ' ? ']'.repeat(n) : kind === '{a: ' ? '}'.repeat(n) : '';
+      return `apiVersion: gpiofabric/v1\nchips: ${kind.repeat(n)}1${close}\n`;
+    }),
+  },
   {
     weight: 1,
     arbitrary: fc.record({ levels: fc.integer({ min: 1, max: 12 }), width: fc.integer({ min: 1, max: 12 }), where: fc.constantFrom('chips', 'names', 'members', 'root') }).map(({ levels, width, where }) => {
