@@ -69,6 +69,8 @@ export class FakeSocket implements FdSocket {
 
   #flush(): void {
     this.#flushScheduled = false;
+    // Like the native platform, data that arrives before onData is registered is kept.
+    if (this.#dataCbs.length === 0) return;
     while (this.#queue.length > 0 && !this.#closed) {
       const item = this.#queue.shift() as { data: Uint8Array; fds: readonly number[] };
       for (const cb of this.#dataCbs) cb(item.data, item.fds);
@@ -79,6 +81,10 @@ export class FakeSocket implements FdSocket {
 
   onData(cb: (data: Uint8Array, fds: readonly number[]) => void): void {
     this.#dataCbs.push(cb);
+    if (this.#queue.length > 0 && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flush());
+    }
   }
   onClose(cb: (error?: Error) => void): void {
     this.#closeCbs.push(cb);

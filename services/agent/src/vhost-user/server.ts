@@ -12,6 +12,12 @@ import type { VirtioDevice } from '../virtio/types.ts';
 import { MessageReader } from './codec.ts';
 import { VhostUserSession } from './session.ts';
 
+/**
+ * A connection that arrives while another is active waits this long for the active one
+ * to go away (its hang-up may still be unread) before it is refused.
+ */
+export const SECOND_CONNECTION_GRACE_MS = 250;
+
 export interface ServeVhostUserOptions {
   readonly platform: Platform;
   readonly socketPath: string;
@@ -77,8 +83,18 @@ export function serveVhostUser(opts: ServeVhostUserOptions): VhostUserServer {
       return;
     }
     if (active !== null) {
-      log(`vhost-user: refusing a second connection on ${opts.socketPath} (one front-end at a time)`);
-      socket.close();
+      // The current connection may already be dead with its hang-up not read yet (a
+      // front-end that reconnects at once): give it a moment to close before refusing.
+      const waitUntil = Date.now() + SECOND_CONNECTION_GRACE_MS;
+      const retry = (): void => {
+        if (closed) socket.close();
+        else if (active === null) onConnection(socket);
+        else if (Date.now() >= waitUntil) {
+          log(`vhost-user: refusing a second connection on ${opts.socketPath} (one front-end at a time)`);
+          socket.close();
+        } else setTimeout(retry, 10);
+      };
+      setImmediate(retry);
       return;
     }
     const reader = new MessageReader();
