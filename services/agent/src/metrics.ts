@@ -83,14 +83,17 @@ export class AgentMetrics {
   /** Precreate one chip's series (all at 0) and return its callbacks. */
   forChip(chip: string): ChipMetrics {
     this.#chips.set(chip, (this.#chips.get(chip) ?? 0) + 1);
-    const reqCounters = new Map<string, Inc>();
+    /** type → outcome → counter child (no string building per request). */
+    const reqCounters = new Map<string, Map<string, Inc>>();
     const reqDurations = new Map<string, Observe>();
     for (const type of REQUEST_TYPES) {
+      const byOutcome = new Map<string, Inc>();
       for (const outcome of REQUEST_OUTCOMES) {
         const c = this.requests.labels({ chip, type, outcome });
         c.inc(0);
-        reqCounters.set(`${type}/${outcome}`, c);
+        byOutcome.set(outcome, c);
       }
+      reqCounters.set(type, byOutcome);
       this.requestDuration.zero({ chip, type });
       reqDurations.set(type, this.requestDuration.labels({ chip, type }));
     }
@@ -130,7 +133,7 @@ export class AgentMetrics {
 
     const deviceHooks: GpioDeviceHooks = {
       onRequest: (type, outcome, seconds) => {
-        reqCounters.get(`${type}/${outcome}`)?.inc();
+        reqCounters.get(type)?.get(outcome)?.inc();
         reqDurations.get(type)?.observe(seconds);
         if (outcome === 'timeout') error('deadline');
       },
