@@ -201,6 +201,8 @@ describe('chart behaviour', () => {
   it('monitoring: ServiceMonitor and PodMonitor with their labels only when enabled', () => {
     const on = manifests({ valuesFiles: [join(CI, 'monitoring-values.yaml')] });
     assert.equal(byKind(on, 'ServiceMonitor')[0]?.metadata.labels.release, 'kube-prometheus-stack');
+    // The dashboards and alerts match targets by job name: job="linestate" / job="agent".
+    assert.equal(byKind(on, 'ServiceMonitor')[0]?.spec.jobLabel, 'app.kubernetes.io/component');
     assert.deepEqual(byKind(on, 'PodMonitor')[0]?.spec.podMetricsEndpoints.map((e: Obj) => e.port), ['metrics-0']);
     const off = manifests();
     assert.equal(byKind(off, 'ServiceMonitor').length + byKind(off, 'PodMonitor').length, 0);

@@ -10,7 +10,8 @@ import { lineStateMetrics, storeHealth } from '../../../linestate/src/metrics.ts
 /** `gpio-fabric serve`: run the line-state service. */
 export const command: Command = {
   summary: 'run the line-state gRPC service (in-memory, or on Redis with --redis)',
-  help: `Usage: gpio-fabric serve [--redis URL] [--fabric NAME] [--listen ADDR] [--topology FILE] [--lease-ttl MS]
+  help: `Usage: gpio-fabric serve [--redis URL [--redis-sentinels H:P,... --redis-sentinel-name NAME]]
+                         [--fabric NAME] [--listen ADDR] [--topology FILE] [--lease-ttl MS] [--metrics ADDR]
                          [--metrics ADDR|off]
 
 Runs the line-state service. Without --redis the state lives in this process (one
@@ -20,6 +21,12 @@ listens on; SIGINT/SIGTERM stop it cleanly.
 
 Options:
   --redis URL       Redis URL, e.g. redis://127.0.0.1:6379 (default $GPIOFABRIC_REDIS; none = in-memory)
+  --redis-sentinels LIST
+                    find the Redis primary through these Sentinels (host:port,...; default
+                    $GPIOFABRIC_REDIS_SENTINELS); the URL's host is then ignored, its user,
+                    password and database still apply
+  --redis-sentinel-name NAME
+                    the primary's name in Sentinel (default $GPIOFABRIC_REDIS_SENTINEL_NAME)
   --fabric NAME     fabric name: the Redis key namespace (default "default")
   --listen ADDR     host:port to listen on (default $GPIOFABRIC_LISTEN or 127.0.0.1:7070; port 0 = any free port)
   --topology FILE   apply this topology document at start (see docs/topology.md)
@@ -31,7 +38,7 @@ Options:
   async run(argv) {
     const { values } = parse(argv, {
       redis: { type: 'string' }, fabric: { type: 'string' }, listen: { type: 'string' }, topology: { type: 'string' }, 'lease-ttl': { type: 'string' },
-      metrics: { type: 'string' },
+      metrics: { type: 'string' }, 'redis-sentinels': { type: 'string' }, 'redis-sentinel-name': { type: 'string' },
     }, { min: 0, max: 0, what: 'no positional arguments' });
     const redis = values.redis ?? (process.env['GPIOFABRIC_REDIS'] || undefined);
     const listen = values.listen ?? (process.env['GPIOFABRIC_LISTEN'] || '127.0.0.1:7070');
@@ -43,6 +50,8 @@ Options:
       }
       leaseTtlMs = Number(values['lease-ttl']);
     }
+    const sentinel = sentinelOptions(values['redis-sentinels'] ?? (process.env['GPIOFABRIC_REDIS_SENTINELS'] || undefined), values['redis-sentinel-name'] ?? (process.env['GPIOFABRIC_REDIS_SENTINEL_NAME'] || undefined));
+    if (sentinel !== undefined && redis === undefined) throw new UsageError('--redis-sentinels needs --redis URL too (for the password and database)');
     const fabric = values.fabric ?? 'default';
     if (values.fabric !== undefined && redis === undefined) throw new UsageError('--fabric names a fabric on Redis: give --redis URL too');
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(fabric)) throw new UsageError(`--fabric must be 1-64 characters of A-Z a-z 0-9 . _ -, not "${fabric}"`);
@@ -66,7 +75,7 @@ Options:
     let store: LineStore;
     if (redis !== undefined) {
       const { createRedisStore } = await import('../../../linestate/src/store/redis-store.ts');
-      store = await createRedisStore({ url: redis, fabric });
+      store = await createRedisStore({ url: redis, fabric, ...(sentinel !== undefined ? { redisOptions: sentinel } : {}) });
     } else {
       const { createMemoryStore } = await import('../../../linestate/src/store/memory-store.ts');
       store = createMemoryStore();
@@ -107,3 +116,17 @@ Options:
     return 0;
   },
 };
+
+/** Sentinel discovery options for ioredis, or undefined when no Sentinel is configured. */
+export function sentinelOptions(list: string | undefined, name: string | undefined): { sentinels: { host: string; port: number }[]; name: string } | undefined {
+  if (list === undefined && name === undefined) return undefined;
+  if (list === undefined || name === undefined) throw new UsageError('--redis-sentinels and --redis-sentinel-name go together');
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new UsageError(`--redis-sentinel-name must be 1-64 characters of A-Z a-z 0-9 . _ -, not "${name}"`);
+  const sentinels = list.split(',').map((a) => {
+    const i = a.lastIndexOf(':');
+    const port = Number(a.slice(i + 1));
+    if (i <= 0 || !/^[0-9]{1,5}$/.test(a.slice(i + 1)) || port < 1 || port > 65535) throw new UsageError(`--redis-sentinels: "${a}" is not HOST:PORT`);
+    return { host: a.slice(0, i), port };
+  });
+  return { sentinels, name };
+}
