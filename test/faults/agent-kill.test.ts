@@ -13,11 +13,10 @@ import { ErrorCode, isFabricError } from '../../services/common/src/errors.ts';
 import { createLineStateClient } from '../../services/linestate/src/client.ts';
 import { Frontend, Gpio } from '../support/frontend.ts';
 import { startRedis } from '../support/redis.ts';
-import { Cleanup, report, startAgentProc, startServe, timed, until } from './support.ts';
+import { Cleanup, report, requestOk, startAgentProc, startServe, timed, until } from './support.ts';
 
 const CHIP = 'ak';
 const LEASE_TTL_MS = 1000;
-const OK = 0;
 
 test('an agent killed with SIGKILL: its lease expires, a restarted agent takes the chip over with its state and a reconnecting guest works', async (t) => {
   const cleanup = new Cleanup();
@@ -38,7 +37,7 @@ test('an agent killed with SIGKILL: its lease expires, a restarted agent takes t
     let fe = await Frontend.connect(socket);
     await fe.start();
     for (const [type, gpio, value] of [[Gpio.SET_VALUE, 2, 1], [Gpio.SET_DIRECTION, 2, 1], [Gpio.SET_DIRECTION, 1, 2], [Gpio.SET_IRQ_TYPE, 1, 3], [Gpio.SET_DIRECTION, 3, 2]] as const) {
-      assert.equal((await fe.request(type, gpio, value)).status, OK);
+      await requestOk(fe, type, gpio, value);
     }
     const before = JSON.stringify(await client.listLines({ chip: CHIP }));
     const owner1 = (await client.listChips()).find((c) => c.id === CHIP)?.owner;
@@ -69,14 +68,14 @@ test('an agent killed with SIGKILL: its lease expires, a restarted agent takes t
     fe = await Frontend.connect(socket);
     cleanup.defer('close frontend', () => fe.close());
     await fe.start();
-    assert.equal((await fe.request(Gpio.GET_DIRECTION, 2)).value, 1, 'line 2 is still an output');
-    assert.equal((await fe.request(Gpio.GET_VALUE, 2)).value, 1, 'line 2 still drives 1');
-    assert.equal((await fe.request(Gpio.GET_DIRECTION, 1)).value, 2, 'line 1 is still an input');
-    assert.equal((await fe.request(Gpio.SET_IRQ_TYPE, 1, 3)).status, OK);
+    assert.equal((await requestOk(fe, Gpio.GET_DIRECTION, 2)).value, 1, 'line 2 is still an output');
+    assert.equal((await requestOk(fe, Gpio.GET_VALUE, 2)).value, 1, 'line 2 still drives 1');
+    assert.equal((await requestOk(fe, Gpio.GET_DIRECTION, 1)).value, 2, 'line 1 is still an input');
+    await requestOk(fe, Gpio.SET_IRQ_TYPE, 1, 3);
     const irq = fe.armIrq(1);
     await client.drive({ target: { $case: 'line', value: line(1) }, value: 2 });
     assert.equal((await irq).status, 1, 'an interrupt reaches the reconnected guest');
-    assert.equal((await fe.request(Gpio.SET_VALUE, 2, 0)).status, OK);
+    await requestOk(fe, Gpio.SET_VALUE, 2, 0);
     assert.equal((await client.getLine({ line: line(2) })).level, 0, 'the new agent changes lines');
 
     report(t, {

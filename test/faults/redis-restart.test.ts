@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { createLineStateClient, type LineStateClient } from '../../services/linestate/src/client.ts';
 import { ErrorCode, isFabricError } from '../../services/common/src/errors.ts';
 import { Frontend, Gpio } from '../support/frontend.ts';
-import { Cleanup, report, startAgentProc, startRedisAof, startServe, timed, until } from './support.ts';
+import { Cleanup, report, requestOk, startAgentProc, startRedisAof, startServe, timed, until } from './support.ts';
 
 const DEADLINE_MS = 500;
 /** Slack for process scheduling on a loaded 2-core machine; the bound checked is deadline + margin. */
@@ -57,8 +57,7 @@ test('Redis killed and restarted (AOF): ERR within the deadline while down, ever
 
     // ---- acknowledged changes
     const acked = async (fe: Frontend, type: number, gpio: number, value: number): Promise<void> => {
-      const r = await fe.request(type, gpio, value);
-      assert.equal(r.status, OK, `request ${type} line ${gpio} value ${value}`);
+      await requestOk(fe, type, gpio, value);
     };
     await acked(feA, Gpio.SET_VALUE, 0, 1);
     await acked(feA, Gpio.SET_DIRECTION, 0, 1); // fa:0 OUT 1
@@ -71,7 +70,7 @@ test('Redis killed and restarted (AOF): ERR within the deadline while down, ever
     await client.drive({ target: { $case: 'line', value: off('fb', 0) }, value: 2 });
     await client.drive({ target: { $case: 'net', value: 'w2' }, value: 1 });
     await client.setBias({ line: off('fa', 2), bias: 1 });
-    assert.equal((await feA.request(Gpio.GET_VALUE, 1)).value, 1, 'fa:1 reads the net driven by fb:2');
+    assert.equal((await requestOk(feA, Gpio.GET_VALUE, 1)).value, 1, 'fa:1 reads the net driven by fb:2');
     const before = await durableState(client);
 
     // ---- Redis down
@@ -116,7 +115,7 @@ test('Redis killed and restarted (AOF): ERR within the deadline while down, ever
     const irq = feA.armIrq(1);
     await acked(feB, Gpio.SET_VALUE, 2, 0);
     assert.equal((await irq).status, 1, 'interrupt on fa:1 after the restart (VALID)');
-    assert.equal((await feA.request(Gpio.GET_VALUE, 1)).value, 0);
+    assert.equal((await requestOk(feA, Gpio.GET_VALUE, 1)).value, 0);
     // and state changes made after the restart are kept like any other
     await acked(feA, Gpio.SET_VALUE, 0, 0);
     assert.equal((await client.getLine({ line: off('fa', 0) })).outputValue, 0);

@@ -27,7 +27,7 @@ import { createLineStateClient } from '../../services/linestate/src/client.ts';
 import { Frontend, Gpio } from '../support/frontend.ts';
 import { startRedis } from '../support/redis.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
-import { Cleanup, report, sleep, startServe, timed, until } from './support.ts';
+import { Cleanup, report, requestOk, sleep, startServe, timed, until } from './support.ts';
 
 const CHIP = 'rk';
 const ROUNDS = 10;
@@ -62,8 +62,8 @@ test('a replica killed under a streaming agent: the agent fails over to the othe
     const fe = await Frontend.connect(agent.socketPath);
     cleanup.defer('close frontend', () => fe.close());
     await fe.start();
-    assert.equal((await fe.request(Gpio.SET_DIRECTION, 0, 2)).status, 0);
-    assert.equal((await fe.request(Gpio.SET_IRQ_TYPE, 0, 3)).status, 0);
+    await requestOk(fe, Gpio.SET_DIRECTION, 0, 2);
+    await requestOk(fe, Gpio.SET_IRQ_TYPE, 0, 3);
     // pick_first normally keeps the first address; under load it may race both and keep
     // either. The victim is the replica the agent's channel is connected to.
     const on = await until('the agent is connected to exactly one replica', () => {
@@ -118,7 +118,7 @@ test('a replica killed under a streaming agent: the agent fails over to the othe
     assert.deepEqual(events.map((e) => e.level), events.map((_, i) => (i % 2 === 0 ? 1 : 0)), 'levels alternate as driven');
     assert.deepEqual(completions, new Array(2 * ROUNDS + 1).fill(VALID), 'each round got its interrupt, the burst exactly one latched interrupt');
     assert.ok(survivorProxy.stats().open > 0, 'the agent moved to the surviving replica');
-    assert.equal((await fe.request(Gpio.GET_VALUE, 0)).value, level, 'the guest reads the final level');
+    assert.equal((await requestOk(fe, Gpio.GET_VALUE, 0)).value, level, 'the guest reads the final level');
     assert.match(logLines.join('\n'), /event stream failed .*resuming from seq \d+/, 'the agent logged the resume');
 
     report(t, {

@@ -21,7 +21,7 @@ import { createLineStateClient } from '../../services/linestate/src/client.ts';
 import { Frontend, Gpio } from '../support/frontend.ts';
 import { startRedis } from '../support/redis.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
-import { Cleanup, report, startAgentProc, startServe, timed, until, type ReliabilityRow } from './support.ts';
+import { Cleanup, report, requestOk, startAgentProc, startServe, timed, until, type ReliabilityRow } from './support.ts';
 
 const CHIP = 'sn';
 const DEADLINE_MS = 500;
@@ -52,8 +52,8 @@ test('slow Redis, slow service, blackholed service: guests get ERR within the de
     await fe.start();
     const op = createLineStateClient(serve.address, { deadlineMs: 10_000 });
     cleanup.defer('close operator client', () => op.close());
-    assert.equal((await fe.request(Gpio.SET_DIRECTION, 1, 2)).status, OK);
-    assert.equal((await fe.request(Gpio.SET_IRQ_TYPE, 1, 3)).status, OK);
+    await requestOk(fe, Gpio.SET_DIRECTION, 1, 2);
+    await requestOk(fe, Gpio.SET_IRQ_TYPE, 1, 3);
     const owner = (await op.listChips()).find((c) => c.id === CHIP)?.owner;
     let driven = 0;
 
@@ -84,7 +84,7 @@ test('slow Redis, slow service, blackholed service: guests get ERR within the de
       driven ^= 1;
       await op.drive({ target: { $case: 'line', value: { chip: CHIP, line: { $case: 'offset', value: 1 } } }, value: driven === 1 ? 2 : 1 });
       assert.equal((await irq).status, 1, `${name}: interrupt delivered after recovery`);
-      assert.equal((await fe.request(Gpio.GET_VALUE, 1)).value, driven, `${name}: the guest reads the driven level`);
+      assert.equal((await requestOk(fe, Gpio.GET_VALUE, 1)).value, driven, `${name}: the guest reads the driven level`);
       const chip = (await op.listChips()).find((c) => c.id === CHIP);
       assert.equal(chip?.owner, owner, `${name}: the agent kept its chip`);
       assert.equal(chip?.online, true, `${name}: the chip is online`);

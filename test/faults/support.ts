@@ -221,3 +221,23 @@ export function report(t: TestContext, row: ReliabilityRow): void {
   const out = process.env['GPIOFABRIC_RELIABILITY_OUT'];
   if (out !== undefined && out !== '') appendFileSync(out, `${JSON.stringify({ ...row, at: new Date().toISOString() })}\n`);
 }
+
+/** The part of the frontend driver the helpers below use. */
+interface Requester {
+  request(type: number, gpio: number, value?: number): Promise<{ status: number; value: number }>;
+}
+
+/**
+ * A guest request that must succeed (set-up and recovery steps, not the fault window):
+ * repeated while it is answered ERR, which on a loaded machine can be a plain deadline
+ * miss. Every request the tests issue is idempotent. Fails after `attempts` ERR answers.
+ */
+export async function requestOk(fe: Requester, type: number, gpio: number, value = 0, attempts = 10): Promise<{ status: number; value: number }> {
+  let last: { status: number; value: number } | undefined;
+  for (let i = 0; i < attempts; i++) {
+    last = await fe.request(type, gpio, value);
+    if (last.status === 0) return last;
+    await sleep(100);
+  }
+  throw new Error(`request ${type} line ${gpio} value ${value}: answered status ${last?.status} ${attempts} times`);
+}
