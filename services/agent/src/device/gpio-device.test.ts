@@ -163,17 +163,23 @@ test('a backend that never answers: ERR at the deadline, the late result is igno
   const backend = new ScriptedBackend(2);
   const h = harness(backend, { requestDeadlineMs: 20 });
   const a = h.request(T.GET_VALUE, 0);
-  const b = h.request(T.GET_DIRECTION, 0);
+  const queued = h.request(T.GET_DIRECTION, 0); // arrives with a: its deadline runs out behind a
   await waitUntil(() => h.pushOf(a) !== undefined, 'the deadline answer');
   assert.deepEqual(bytes(h.pushOf(a)?.data), [1, 0]);
   assert.equal(h.pushOf(a)?.usedLength, 2);
   assert.equal(h.requests[0]?.outcome, 'timeout');
-  // The next same-line request was released by the deadline answer.
-  await waitUntil(() => backend.pending().length === 2, 'the second call');
+  // The deadline counts from arrival: the request queued behind a is answered ERR at once,
+  // without a backend call, instead of after a second full deadline.
+  await waitUntil(() => h.pushOf(queued) !== undefined, 'the queued request answered');
+  assert.deepEqual(bytes(h.pushOf(queued)?.data), [1, 0]);
+  // The line moves on: a new request gets its own call and answer.
+  const n = backend.calls.length;
+  const b = h.request(T.GET_DIRECTION, 0);
+  await waitUntil(() => backend.calls.length === n + 1, 'the second call');
   backend.calls[0]?.resolve(1); // late result of a
-  backend.calls[1]?.resolve(Direction.IN);
+  backend.calls[n]?.resolve(Direction.IN);
   await flush();
-  assert.equal(h.rq.pushes.length, 2, 'the late result produced no second answer');
+  assert.equal(h.rq.pushes.length, 3, 'the late result produced no second answer');
   assert.deepEqual(bytes(h.pushOf(b)?.data), [0, Direction.IN]);
   h.dev.close();
 });
