@@ -76,6 +76,8 @@ export class RemoteBackend implements LineBackend {
   #retryTimer: NodeJS.Timeout | undefined;
   #watch: WatchHandle | undefined;
   #streamAttempt = 0;
+  /** The cursor at which a seq jump was last re-read (one replay attempt per gap). */
+  #gapAt = -1n;
 
   constructor(opts: RemoteBackendOptions) {
     this.#client = opts.client;
@@ -323,6 +325,20 @@ export class RemoteBackend implements LineBackend {
   #onStreamEvent(e: ProtoLineEvent): void {
     const seq = BigInt(e.seq);
     if (seq <= this.#cursor) return; // already delivered
+    if (seq > this.#cursor + 1n && this.#cursor > 0n && this.#gapAt !== this.#cursor) {
+      // Per-chip seqs are consecutive: a jump means the live path skipped events (e.g. a
+      // replica's Redis subscriber reconnected and could not read what it missed). Resume
+      // from our cursor once, so the service replays them from the chip's stream. If the
+      // replay still starts past the cursor, the events are gone (retention): accept it.
+      this.#gapAt = this.#cursor;
+      this.#log.warn(`chip ${this.chip}: event seq jumped from ${this.#cursor} to ${seq}; re-reading from the cursor`);
+      this.#onReconnect?.('stream');
+      this.#openStream();
+      return;
+    }
+    if (seq > this.#cursor + 1n && this.#cursor > 0n) {
+      this.#log.warn(`chip ${this.chip}: events ${this.#cursor + 1n}..${seq - 1n} are no longer kept by the service; continuing from ${seq}`);
+    }
     this.#cursor = seq;
     if (this.#onEventReceived !== undefined) {
       try {
