@@ -4,7 +4,7 @@
  * status, message from its details, cause = the ServiceError). Used by the CLI and by
  * the device agent's remote line backend.
  */
-import { credentials, status as GrpcStatus, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { status as GrpcStatus, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { ErrorCode, FabricError } from '../../common/src/errors.ts';
 import {
   LineStateServiceClient,
@@ -14,12 +14,15 @@ import {
   type RenewLeaseResponse, type SetBiasRequest, type WatchEventsRequest, type WireRequest,
 } from '../../common/src/gen/gpiofabric/v1/linestate.ts';
 import { fromServiceError } from './grpc/status.ts';
+import { channelCredentials, type TlsFiles } from '../../common/src/tls.ts';
 
 export const DEFAULT_DEADLINE_MS = 5000;
 
 export interface LineStateClientOptions {
   /** Deadline of each unary call (default 5000 ms; enforced to within DEADLINE_TICK_MS). */
   readonly deadlineMs?: number;
+  /** TLS / mutual TLS (docs/security.md); files are read here, once. Absent = plaintext. */
+  readonly tls?: TlsFiles;
 }
 
 /** A live WatchEvents stream. */
@@ -64,7 +67,7 @@ export const DEADLINE_TICK_MS = 50;
 /** Create a client of the service at `address` ("host:port"). No I/O until the first call. */
 export function createLineStateClient(address: string, opts: LineStateClientOptions = {}): LineStateClient {
   const deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
-  const raw = new LineStateServiceClient(address, credentials.createInsecure(), {
+  const raw = new LineStateServiceClient(address, channelCredentials(opts.tls), {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     'grpc.max_send_message_length': 8 * 1024 * 1024,
   });

@@ -4,7 +4,7 @@
  * requests (any replica serves any client); it validates, converts and delegates.
  */
 import {
-  Server, ServerCredentials, status as GrpcStatus,
+  Server, status as GrpcStatus,
   type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type StatusObject, type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { invalidArgument, notFound, outOfRange } from '../../common/src/errors.ts';
@@ -22,7 +22,12 @@ import { toStatusObject } from './grpc/status.ts';
 import { HealthService, healthImplementation } from './grpc/health.ts';
 import { MAX_DOCUMENT_BYTES, MAX_NGPIO } from './names.ts';
 import { parseTopology } from './topology.ts';
-import type { LineStateMetrics } from './metrics.ts';
+import type { LineStateMetrics, RpcMethod } from './metrics.ts';
+import { authorize } from './authz.ts';
+
+/** The part of a server call the authorization reads. */
+type ServerSurfaceCall = Pick<ServerUnaryCall<unknown, unknown>, 'getAuthContext'>;
+import { principalOf, serverCredentials, type Principal, type TlsFiles } from '../../common/src/tls.ts';
 
 /** Lease TTL used when a RegisterChip asks for 0 and the server was given none. */
 export const DEFAULT_LEASE_TTL_MS = 10_000;
@@ -40,12 +45,20 @@ export interface LineStateServerOptions {
   readonly leaseTtlMs?: number;
   /** Prometheus series (docs/metrics.md); the store is wrapped to time its operations. */
   readonly metrics?: LineStateMetrics;
+  /**
+   * TLS (docs/security.md): cert+key serve TLS; with ca, clients must present a
+   * certificate signed by it and every RPC is authorized by the identity in it
+   * (authz.ts). Files are read once, here. Absent = plaintext, no authorization.
+   */
+  readonly tls?: TlsFiles;
 }
 
 export interface LineStateServer {
   /** "host:port" actually bound. */
   readonly address: string;
   readonly port: number;
+  /** True when clients must present certificates and RPCs are authorized by role. */
+  readonly authorizing: boolean;
   /** Ends every open watch stream, stops accepting calls and waits for running ones (the store stays open). */
   close(): Promise<void>;
 }
@@ -59,6 +72,24 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
   const log = opts.log ?? ((msg: string) => console.error(msg));
   const leaseTtlDefault = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
   const openStreams = new Set<{ end(): void }>();
+  const credentials = serverCredentials(opts.tls); // throws TlsConfigError before anything listens
+  const authorizing = opts.tls?.ca !== undefined;
+  // Principals by certificate fingerprint (parsing the SANs once per client certificate).
+  const principals = new Map<string, Principal>();
+  const principal = (call: ServerSurfaceCall): Principal => {
+    const cert = call.getAuthContext().sslPeerCertificate;
+    const fp = cert?.fingerprint256 ?? '';
+    let p = principals.get(fp);
+    if (p === undefined) {
+      p = principalOf(cert);
+      if (principals.size >= 4096) principals.clear();
+      principals.set(fp, p);
+    }
+    return p;
+  };
+  const check = (rpc: RpcMethod, call: ServerSurfaceCall & { request: unknown }): void => {
+    if (authorizing) authorize(principal(call), rpc, call.request);
+  };
 
   const fail = (rpc: string, e: unknown): Partial<StatusObject> => {
     const s = toStatusObject(e);
@@ -67,7 +98,7 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
   };
   // Every unary RPC: validate + call the store inside an async function, so a thrown
   // FabricError (sync or async) becomes its status and anything else becomes INTERNAL.
-  const unary = <Req, Res>(rpc: string, fn: (req: Req) => Promise<Res>): Unary<Req, Res> => (call, cb) => {
+  const unary = <Req, Res>(rpc: RpcMethod, fn: (req: Req) => Promise<Res>): Unary<Req, Res> => (call, cb) => {
     const t0 = metrics !== undefined ? performance.now() : 0;
     const failed = (e: unknown): void => {
       const s = fail(rpc, e);
@@ -76,6 +107,7 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
     };
     let p: Promise<Res>;
     try {
+      check(rpc, call);
       p = fn(call.request);
     } catch (e) {
       failed(e);
@@ -124,7 +156,10 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
         call.on('cancelled', () => count(GrpcStatus.CANCELLED));
         call.on('finish', () => count(GrpcStatus.OK));
       }
-      void watchEvents(store, call, openStreams, metrics).catch((e: unknown) => {
+      void (async () => {
+        check('WatchEvents', call);
+        await watchEvents(store, call, openStreams, metrics);
+      })().catch((e: unknown) => {
         const s = fail('WatchEvents', e);
         count(s.code ?? GrpcStatus.UNKNOWN);
         if (!call.cancelled && !call.writableEnded) call.emit('error', s);
@@ -179,7 +214,7 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
 
   const listen = opts.listen ?? '127.0.0.1:7070';
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(listen, ServerCredentials.createInsecure(), (err, p) => (err !== null ? reject(new Error(`cannot listen on ${listen}: ${err.message}`, { cause: err })) : resolve(p)));
+    server.bindAsync(listen, credentials, (err, p) => (err !== null ? reject(new Error(`cannot listen on ${listen}: ${err.message}`, { cause: err })) : resolve(p)));
   });
   const host = listen.slice(0, listen.lastIndexOf(':'));
   const address = `${host}:${port}`;
@@ -187,6 +222,7 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
   return {
     address,
     port,
+    authorizing,
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         for (const s of openStreams) s.end();
