@@ -16,16 +16,20 @@ import { startRedis } from '../../support/redis.ts';
 import { Stack, cliOk, context, deferGuest, getLine, parseGpiomon, sleep, startAgentProc, startServe, until, type FabricProc } from './support.ts';
 
 /** Full toggle cycles per run (N rising + N falling edges). */
-const N = 60;
+const N = 50;
 /**
  * gpioset's toggle period. Every edge travels guest A -> agent A -> service -> Redis ->
- * service -> agent B -> guest B's eventq, and for `-e both` the guest kernel then labels
- * the edge by reading the line (one more GET_VALUE round trip from its irq thread). With
- * a 30 ms period under TCG on 2 busy cores that read sometimes saw the next level already
- * and gpiomon printed two rising (or falling) edges in a row; at 100 ms every run was
- * exact. 120 ms leaves a margin: the test is about exactness, not speed.
+ * service -> agent B -> guest B's eventq, and guest B must have re-queued its eventq
+ * buffer before the next edge: virtio-gpio keeps one pending interrupt per line, so two
+ * edges that arrive while the guest has no buffer queued are delivered as one. For `-e
+ * both` the guest kernel also names each edge by reading the line from its irq thread
+ * (one more GET_VALUE round trip), so a late read sees the next level. Measured under TCG
+ * on 2 cores: at 30 ms that read often saw the next level; at 100-120 ms every run was
+ * exact while the machine was otherwise quiet, but with other jobs pushing the load to
+ * 20 a guest vCPU stalled for ~0.5 s and one edge was merged or misnamed. 250 ms gives
+ * that margin; the test is about exactness, not speed (the benchmarks measure speed).
  */
-const PERIOD_MS = 120;
+const PERIOD_MS = 250;
 
 describe('two real guests wired through the line-state service on Redis', () => {
   const stack = new Stack();
@@ -85,10 +89,11 @@ describe('two real guests wired through the line-state service on Redis', () => 
         .catch(async (e: unknown) => { throw new Error(`${(e as Error).message}\ngpiomon:\n${await mon.read()}\n${ctx(ga, gb)}`); });
       assert.equal(seen, 2 * N);
       await sleep(500); // nothing more arrives
-      const { events, other } = parseGpiomon(await mon.read());
+      const text = await mon.read();
+      const { events, other } = parseGpiomon(text);
       assert.deepEqual(other, [], 'gpiomon printed only events');
       const want = Array.from({ length: 2 * N }, (_, i) => (i % 2 === 0 ? 'rising' : 'falling'));
-      assert.deepEqual(events.map((e) => e.edge), want, `edges in vm-${to}, in order`);
+      assert.deepEqual(events.map((e) => e.edge), want, `edges in vm-${to}, in order; gpiomon printed:\n${text}`);
       assert.ok(events.every((e) => e.chip === 'gpiochip0' && e.offset === events[0]!.offset));
       const lines = await getLine(server, `vm-${from}:${line}`);
       assert.equal(lines.direction, 'none', 'gpioset released the line when it exited');
