@@ -12,6 +12,7 @@ import { FabricError, invalidArgument } from '../../common/src/errors.ts';
 import { Pull } from '../../common/src/line-model.ts';
 import { createLogger, type Logger } from '../../common/src/log.ts';
 import { createLineStateClient, type LineStateClient } from '../../linestate/src/client.ts';
+import type { TlsFiles } from '../../common/src/tls.ts';
 import type { LineBackend } from './backend/line-backend.ts';
 import { RemoteBackend } from './backend/remote-backend.ts';
 import { StandaloneBackend } from './backend/standalone-backend.ts';
@@ -23,7 +24,11 @@ import { serveVhostUser, type VhostUserServer } from './vhost-user/server.ts';
 
 export type AgentBackendConfig =
   | { readonly kind: 'standalone'; readonly bias?: Pull | readonly Pull[] }
-  | { readonly kind: 'remote'; readonly server: string; readonly leaseTtlMs?: number; readonly client?: LineStateClient };
+  | {
+    readonly kind: 'remote'; readonly server: string; readonly leaseTtlMs?: number; readonly client?: LineStateClient;
+    /** TLS / mutual TLS to the service (docs/security.md); read at start. Absent = plaintext. */
+    readonly tls?: TlsFiles;
+  };
 
 export interface AgentConfig {
   /** vhost-user socket path QEMU connects to. */
@@ -103,7 +108,7 @@ export async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
   if (cfg.backend.kind === 'standalone') {
     backend = new StandaloneBackend({ chip: cfg.chip, ngpio: cfg.ngpio, names, ...(cfg.backend.bias !== undefined ? { bias: cfg.backend.bias } : {}) });
   } else {
-    const client = cfg.backend.client ?? (ownClient = createLineStateClient(cfg.backend.server, { deadlineMs: deadline }));
+    const client = cfg.backend.client ?? (ownClient = createLineStateClient(cfg.backend.server, { deadlineMs: deadline, ...(cfg.backend.tls !== undefined ? { tls: cfg.backend.tls } : {}) }));
     backend = new RemoteBackend({
       client,
       chip: cfg.chip,
@@ -152,7 +157,7 @@ export async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
     cm?.remove();
     throw new Error(`cannot listen on ${cfg.socketPath}: ${(e as Error).message}`, { cause: e });
   }
-  log.info('serving virtio-gpio', { socket: cfg.socketPath, lines: cfg.ngpio, backend: cfg.backend.kind === 'remote' ? cfg.backend.server : 'standalone' });
+  log.info('serving virtio-gpio', { socket: cfg.socketPath, lines: cfg.ngpio, backend: cfg.backend.kind === 'remote' ? cfg.backend.server : 'standalone', ...(cfg.backend.kind === 'remote' ? { tls: cfg.backend.tls === undefined ? 'off' : cfg.backend.tls.cert !== undefined ? 'mutual' : 'server-only' } : {}) });
   let closed = false;
   return {
     chip: cfg.chip,

@@ -9,12 +9,44 @@ import { parseLineRef } from '../../common/src/line-model.ts';
 import type { LineRef } from '../../common/src/gen/gpiofabric/v1/linestate.ts';
 import { createLineStateClient, type LineStateClient } from '../../linestate/src/client.ts';
 import { UsageError } from './command.ts';
+import { TLS_CLIENT_HELP, TlsConfigError, tlsFilesFrom, tlsOptions, type TlsFiles } from '../../common/src/tls.ts';
 
 export const DEFAULT_SERVER = '127.0.0.1:7070';
 
-/** The --server option every operator command takes. */
-export const serverOption = { server: { type: 'string' } } as const;
-export const SERVER_HELP = `  --server ADDR     line-state service address (default $GPIOFABRIC_SERVER or ${DEFAULT_SERVER})`;
+/** The --server and TLS options every command that calls the service takes. */
+export const serverOption = { server: { type: 'string' }, ...tlsOptions } as const;
+export const SERVER_HELP = `  --server ADDR     line-state service address (default $GPIOFABRIC_SERVER or ${DEFAULT_SERVER})
+${TLS_CLIENT_HELP}`;
+
+/** Parsed values of serverOption. */
+export interface ServerFlags {
+  readonly server?: string | undefined;
+  readonly 'tls-cert'?: string | undefined;
+  readonly 'tls-key'?: string | undefined;
+  readonly 'tls-ca'?: string | undefined;
+}
+
+/** The client TLS files of the flags / environment (undefined = plaintext); bad combinations are usage errors. */
+export function clientTls(values: ServerFlags): TlsFiles | undefined {
+  try {
+    return tlsFilesFrom(values);
+  } catch (e) {
+    if (e instanceof TlsConfigError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
+/** A client of the service for these flags (address and TLS); unreadable TLS files are usage errors. */
+export function clientFor(values: ServerFlags): LineStateClient {
+  const address = serverAddress(values.server);
+  const tls = clientTls(values);
+  try {
+    return createLineStateClient(address, tls !== undefined ? { tls } : {});
+  } catch (e) {
+    if (e instanceof TlsConfigError) throw new UsageError(e.message);
+    throw e;
+  }
+}
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -37,10 +69,11 @@ export function serverAddress(flag: string | undefined): string {
   return a === '' ? DEFAULT_SERVER : a;
 }
 
-/** Run `fn` with a client of the service; the client is closed afterwards. */
-export async function withClient<T>(server: string | undefined, fn: (c: LineStateClient) => Promise<T>): Promise<T> {
-  const address = serverAddress(server);
-  const client = createLineStateClient(address);
+/** Run `fn` with a client of the service (flags, or just --server's value); the client is closed afterwards. */
+export async function withClient<T>(flags: ServerFlags | string | undefined, fn: (c: LineStateClient) => Promise<T>): Promise<T> {
+  const values: ServerFlags = typeof flags === 'object' ? flags : { server: flags };
+  const address = serverAddress(values.server);
+  const client = clientFor(values);
   try {
     return await fn(client);
   } catch (e) {
@@ -52,10 +85,25 @@ export async function withClient<T>(server: string | undefined, fn: (c: LineStat
 
 /** Reword "no connection" failures so the operator knows what to check. */
 export function reachable(e: unknown, address: string): unknown {
+  const tlsHint = tlsFailure(e);
+  if (tlsHint !== undefined) return new FabricError(ErrorCode.UNAVAILABLE, `TLS handshake with the line-state service at ${address} failed: ${tlsHint}`, { cause: e });
   if (isFabricError(e) && e.code === ErrorCode.UNAVAILABLE && /No connection established|ECONNREFUSED|connect|Name resolution/i.test(e.message)) {
     return new FabricError(ErrorCode.UNAVAILABLE, `cannot reach the line-state service at ${address} (is \`gpio-fabric serve\` running? set --server or $GPIOFABRIC_SERVER)`, { cause: e });
   }
   return e;
+}
+
+/** A readable cause when `e` is a failed TLS handshake, else undefined. */
+export function tlsFailure(e: unknown): string | undefined {
+  if (!isFabricError(e) || e.code !== ErrorCode.UNAVAILABLE) return undefined;
+  const m = e.message;
+  if (/certificate required|CERTIFICATE_REQUIRED|peer did not return a certificate/i.test(m)) return 'the service requires a client certificate (give --tls-cert and --tls-key)';
+  if (/unknown ca|UNKNOWN_CA|bad certificate|BAD_CERTIFICATE|certificate unknown/i.test(m)) return 'the service did not accept the client certificate (not signed by its CA?)';
+  if (/self[- ]signed|unable to (get|verify)|UNABLE_TO_VERIFY|certificate verify failed/i.test(m)) return "the service's certificate is not signed by the CA given with --tls-ca";
+  if (/Hostname\/IP does not match|altnames|ERR_TLS_CERT_ALTNAME/i.test(m)) return "the service's certificate does not name this address (see `gpio-fabric certs --server-host`)";
+  if (/wrong version number|WRONG_VERSION_NUMBER|packet length too long|http\/1|first record does not look like/i.test(m)) return 'the service does not speak TLS on this port (drop the --tls-* options, or start it with them)';
+  if (/ssl|tls|handshake/i.test(m)) return m;
+  return undefined;
 }
 
 /** CHIP:LINE (offset or name) as a proto LineRef; bad syntax is a usage error. */

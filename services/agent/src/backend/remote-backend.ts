@@ -215,8 +215,9 @@ export class RemoteBackend implements LineBackend {
           if (attempt > 0) this.#onReconnect?.('register');
           const msg = e instanceof Error ? e.message : String(e);
           if (attempt === 0 || attempt % 20 === 0) this.#log.warn(`chip ${this.chip}: registration failed (${msg}); retrying`);
-          if (isFabricError(e) && e.code === ErrorCode.INVALID_ARGUMENT) {
-            // A configuration error (bad names, ngpio out of range): retrying cannot help.
+          if (isFabricError(e) && (e.code === ErrorCode.INVALID_ARGUMENT || e.code === ErrorCode.PERMISSION_DENIED)) {
+            // A configuration error (bad names, ngpio out of range, a client certificate
+            // whose identity does not cover this chip): retrying cannot help.
             throw new FabricError(e.code, `chip ${this.chip}: ${e.message}`, { cause: e });
           }
           await new Promise<void>((resolve) => {

@@ -1,7 +1,8 @@
 import { createLogger } from '../../../common/src/log.ts';
 import { startAgent, MAX_AGENT_NGPIO, type RunningAgent } from '../../../agent/src/agent.ts';
 import { UsageError, type Command } from '../command.ts';
-import { parse, serverAddress } from '../operator.ts';
+import { clientTls, parse, serverAddress } from '../operator.ts';
+import { TLS_CLIENT_HELP, TlsConfigError, tlsOptions } from '../../../common/src/tls.ts';
 import { intArg, namesArg, pullArg, qemuArgs, QEMU_NOTE } from '../agent-options.ts';
 import { waitForSignal } from '../signals.ts';
 import { MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics, type MetricsServer } from '../../../common/src/metrics.ts';
@@ -13,6 +14,7 @@ export const command: Command = {
   help: `Usage: gpio-fabric agent --socket PATH --chip ID --lines N [--names a,b,...]
                          [--server ADDR | --standalone [--listen ADDR] [--pull up|down|none]]
                          [--deadline MS] [--lease-ttl MS] [--metrics ADDR] [--print-qemu]
+                         [--tls-cert FILE --tls-key FILE --tls-ca FILE]
 
 Listens on a UNIX socket for QEMU's vhost-user-gpio-pci device and serves the guest a
 standard virtio-gpio controller (virtio 1.2 §5.18) with N lines. QEMU may disconnect
@@ -42,6 +44,9 @@ Options:
                     with --standalone) on host:port (port 0 = any free port; default:
                     none). See docs/metrics.md
   --print-qemu      print the QEMU arguments that attach a VM to this agent
+${TLS_CLIENT_HELP}
+                    With mutual TLS the certificate's identity must name this chip
+                    (gpiofabric:agent:CHIP, see gpio-fabric certs and docs/security.md)
 
 Environment: GPIOFABRIC_LOG=debug|info|warn|error (default info).
 
@@ -54,8 +59,11 @@ ${QEMU_NOTE}`,
       socket: { type: 'string' }, chip: { type: 'string' }, lines: { type: 'string' }, names: { type: 'string' },
       server: { type: 'string' }, standalone: { type: 'boolean' }, listen: { type: 'string' }, pull: { type: 'string' },
       deadline: { type: 'string' }, 'lease-ttl': { type: 'string' }, 'print-qemu': { type: 'boolean' },
-      metrics: { type: 'string' },
+      metrics: { type: 'string' }, ...tlsOptions,
     }, { min: 0, max: 0, what: 'no positional arguments' });
+    const tlsFlagsGiven = values['tls-cert'] !== undefined || values['tls-key'] !== undefined || values['tls-ca'] !== undefined;
+    if (values.standalone === true && tlsFlagsGiven) throw new UsageError('--tls-* secure the connection to the service: they do not go with --standalone');
+    const tls = values.standalone === true ? undefined : clientTls(values);
     if (values.socket === undefined) throw new UsageError('--socket PATH is required');
     if (values.chip === undefined) throw new UsageError('--chip ID is required');
     if (values.lines === undefined) throw new UsageError('--lines N is required');
@@ -111,7 +119,7 @@ ${QEMU_NOTE}`,
       } else {
         agent = await startAgent({
           socketPath: values.socket, chip: values.chip, ngpio, names, requestDeadlineMs: deadline, log,
-          backend: { kind: 'remote', server: serverAddress(values.server), ...(leaseTtl !== undefined ? { leaseTtlMs: leaseTtl } : {}) },
+          backend: { kind: 'remote', server: serverAddress(values.server), ...(leaseTtl !== undefined ? { leaseTtlMs: leaseTtl } : {}), ...(tls !== undefined ? { tls } : {}) },
           ...withMetrics,
         });
       }
@@ -130,6 +138,7 @@ ${QEMU_NOTE}`,
       }
     } catch (e) {
       for (const c of closers.reverse()) await c();
+      if (e instanceof TlsConfigError) throw new UsageError(e.message);
       throw e;
     }
     console.log(`agent ${values.chip}: ${ngpio} lines on ${agent.socketPath}`);

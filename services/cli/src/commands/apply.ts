@@ -28,7 +28,7 @@ ${SERVER_HELP}`,
       throw new UsageError(`cannot read ${file}: ${e instanceof Error ? e.message : String(e)}`);
     }
     const dryRun = values['dry-run'] === true;
-    const r = await withClient(values.server, (c) => c.applyTopology({ document, dryRun }));
+    const r = await withClient(values, (c) => c.applyTopology({ document, dryRun }));
     for (const ch of r.changes) console.log(`${dryRun ? 'would ' : ''}${ch}`);
     console.log(`${dryRun ? 'dry run: ' : ''}${r.changes.length === 0 ? 'no changes' : `${r.changes.length} change(s)`}; topology has ${r.chips} chip(s), ${r.nets} net(s)`);
     return 0;

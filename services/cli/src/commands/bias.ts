@@ -15,7 +15,7 @@ ${SERVER_HELP}`,
     const { values, positionals } = parse(argv, serverOption, { min: 2, max: 2, what: 'CHIP:LINE and a bias (up, down or none)' });
     const line = lineRefArg(positionals[0] ?? '');
     const bias = pullArg(positionals[1] ?? '', 'bias');
-    const l = await withClient(values.server, (c) => c.setBias({ line, bias }));
+    const l = await withClient(values, (c) => c.setBias({ line, bias }));
     console.log(`${l.chip}:${l.offset}: bias ${pullText(l.bias)}, level ${l.level}`);
     return 0;
   },

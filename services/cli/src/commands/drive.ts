@@ -26,7 +26,7 @@ Examples:
     const value = VALUES[v];
     if (value === undefined) throw new UsageError(`value must be 0, 1 or release, not "${v}"`);
     const req: DriveRequest = target.includes(':') ? { target: { $case: 'line', value: lineRefArg(target) }, value } : { target: { $case: 'net', value: target }, value };
-    const r = await withClient(values.server, (c) => c.drive(req));
+    const r = await withClient(values, (c) => c.drive(req));
     console.log(`${target}: ${value === 0 ? 'released' : `driven ${v === 'high' || v === '1' ? 1 : 0}`}, level ${r.level}`);
     return 0;
   },

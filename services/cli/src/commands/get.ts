@@ -15,7 +15,7 @@ ${SERVER_HELP}`,
   async run(argv) {
     const { values, positionals } = parse(argv, { ...serverOption, json: { type: 'boolean' } }, { min: 1, max: 1, what: 'CHIP:LINE' });
     const line = lineRefArg(positionals[0] ?? '');
-    const l = await withClient(values.server, (c) => c.getLine({ line }));
+    const l = await withClient(values, (c) => c.getLine({ line }));
     if (values.json === true) {
       console.log(JSON.stringify(lineJson(l)));
       return 0;

@@ -37,7 +37,7 @@ ${SERVER_HELP}`,
     if (!['all', 'chips', 'lines', 'nets'].includes(kind)) throw new UsageError(`unknown kind "${kind}" (use chips, lines or nets)`);
     const chip = values.chip;
     const json = values.json === true;
-    const out = await withClient(values.server, async (c) => {
+    const out = await withClient(values, async (c) => {
       const chips = kind === 'chips' || kind === 'all' ? (await c.listChips()).filter((x) => chip === undefined || x.id === chip) : [];
       const nets = kind === 'nets' || kind === 'all' ? (await c.listNets()).filter((n) => chip === undefined || n.members.some((m) => m.chip === chip)) : [];
       const lines = kind === 'lines' ? await c.listLines({ chip: chip ?? '' }) : [];

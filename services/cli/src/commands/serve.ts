@@ -6,13 +6,16 @@ import { startLineStateServer } from '../../../linestate/src/server.ts';
 import { parseTopology } from '../../../linestate/src/topology.ts';
 import { DEFAULT_METRICS_ADDRESS, MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics } from '../../../common/src/metrics.ts';
 import { lineStateMetrics, storeHealth } from '../../../linestate/src/metrics.ts';
+import { isLoopbackListen, TLS_SERVER_HELP, TlsConfigError, tlsFilesFrom, tlsOptions, type TlsFiles } from '../../../common/src/tls.ts';
+import { redisConnectError, redisTlsOptions } from '../redis-options.ts';
 
 /** `gpio-fabric serve`: run the line-state service. */
 export const command: Command = {
   summary: 'run the line-state gRPC service (in-memory, or on Redis with --redis)',
   help: `Usage: gpio-fabric serve [--redis URL [--redis-sentinels H:P,... --redis-sentinel-name NAME]]
-                         [--fabric NAME] [--listen ADDR] [--topology FILE] [--lease-ttl MS] [--metrics ADDR]
-                         [--metrics ADDR|off]
+                         [--redis-tls-ca FILE [--redis-tls-cert FILE --redis-tls-key FILE]]
+                         [--fabric NAME] [--listen ADDR] [--topology FILE] [--lease-ttl MS]
+                         [--metrics ADDR|off] [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]
 
 Runs the line-state service. Without --redis the state lives in this process (one
 machine, lost on exit). With --redis every replica started on the same Redis and fabric
@@ -20,7 +23,15 @@ name serves the same fabric, and the state survives restarts. Prints the address
 listens on; SIGINT/SIGTERM stop it cleanly.
 
 Options:
-  --redis URL       Redis URL, e.g. redis://127.0.0.1:6379 (default $GPIOFABRIC_REDIS; none = in-memory)
+  --redis URL       Redis URL, e.g. redis://127.0.0.1:6379 (default $GPIOFABRIC_REDIS; none = in-memory);
+                    AUTH: redis://:PASSWORD@host:6379 or redis://USER:PASSWORD@host:6379 (ACL);
+                    TLS: rediss://host:6379. The password is never printed
+  --redis-tls-ca FILE
+                    CA certificate of the Redis server's TLS certificate (needs rediss://;
+                    default $GPIOFABRIC_REDIS_TLS_CA; without it the system CAs)
+  --redis-tls-cert FILE, --redis-tls-key FILE
+                    client certificate and key for Redis (tls-auth-clients; default
+                    $GPIOFABRIC_REDIS_TLS_CERT, $GPIOFABRIC_REDIS_TLS_KEY)
   --redis-sentinels LIST
                     find the Redis primary through these Sentinels (host:port,...; default
                     $GPIOFABRIC_REDIS_SENTINELS); the URL's host is then ignored, its user,
@@ -34,11 +45,15 @@ Options:
   --metrics ADDR    serve Prometheus metrics (GET /metrics) and a health check (GET
                     /healthz: 200 after a store round trip, else 503) on host:port
                     (default ${DEFAULT_METRICS_ADDRESS}, skipped with a warning when that
-                    is taken; port 0 = any free port; off = none). See docs/metrics.md`,
+                    is taken; port 0 = any free port; off = none). See docs/metrics.md
+${TLS_SERVER_HELP}
+Without --tls-* the service speaks plaintext gRPC and authorizes nothing (fine on
+127.0.0.1; a warning is logged when it listens on another address).`,
   async run(argv) {
     const { values } = parse(argv, {
       redis: { type: 'string' }, fabric: { type: 'string' }, listen: { type: 'string' }, topology: { type: 'string' }, 'lease-ttl': { type: 'string' },
       metrics: { type: 'string' }, 'redis-sentinels': { type: 'string' }, 'redis-sentinel-name': { type: 'string' },
+      'redis-tls-ca': { type: 'string' }, 'redis-tls-cert': { type: 'string' }, 'redis-tls-key': { type: 'string' }, ...tlsOptions,
     }, { min: 0, max: 0, what: 'no positional arguments' });
     const redis = values.redis ?? (process.env['GPIOFABRIC_REDIS'] || undefined);
     const listen = values.listen ?? (process.env['GPIOFABRIC_LISTEN'] || '127.0.0.1:7070');
@@ -62,6 +77,15 @@ Options:
       if (e instanceof MetricsAddressError) throw new UsageError(e.message);
       throw e;
     }
+    let tls: TlsFiles | undefined;
+    try {
+      tls = tlsFilesFrom(values);
+    } catch (e) {
+      if (e instanceof TlsConfigError) throw new UsageError(e.message);
+      throw e;
+    }
+    if (tls !== undefined && tls.cert === undefined) throw new UsageError('serving TLS needs --tls-cert and --tls-key (--tls-ca alone is a client option)');
+    const redisTls = redisTlsOptions(values, redis);
     let document: string | undefined;
     if (values.topology !== undefined) {
       try {
@@ -75,7 +99,12 @@ Options:
     let store: LineStore;
     if (redis !== undefined) {
       const { createRedisStore } = await import('../../../linestate/src/store/redis-store.ts');
-      store = await createRedisStore({ url: redis, fabric, ...(sentinel !== undefined ? { redisOptions: sentinel } : {}) });
+      const redisOptions = { ...sentinel, ...redisTls };
+      try {
+        store = await createRedisStore({ url: redis, fabric, ...(Object.keys(redisOptions).length > 0 ? { redisOptions } : {}) });
+      } catch (e) {
+        throw redisConnectError(e, redis);
+      }
     } else {
       const { createMemoryStore } = await import('../../../linestate/src/store/memory-store.ts');
       store = createMemoryStore();
@@ -88,7 +117,18 @@ Options:
       }
       const registry = createMetricsRegistry();
       const metrics = lineStateMetrics({ registry, store, storeKind: redis !== undefined ? 'redis' : 'memory', log });
-      const server = await startLineStateServer({ store, listen, log, metrics, ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}) });
+      let server;
+      try {
+        server = await startLineStateServer({ store, listen, log, metrics, ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}), ...(tls !== undefined ? { tls } : {}) });
+      } catch (e) {
+        if (e instanceof TlsConfigError) throw new UsageError(e.message);
+        throw e;
+      }
+      if (tls === undefined && !isLoopbackListen(server.address)) {
+        log(`WARNING: listening on ${server.address} without TLS: anyone who reaches this port can drive every line (use --tls-cert/--tls-key/--tls-ca, docs/security.md)`);
+      } else if (tls !== undefined && !server.authorizing) {
+        log('WARNING: TLS without --tls-ca: traffic is encrypted but clients are not authenticated, every client may call every RPC (docs/security.md)');
+      }
       let metricsServer;
       try {
         metricsServer = await startCommandMetrics(metricsAt, { registry, health: () => storeHealth(store), log });
@@ -96,7 +136,8 @@ Options:
         await server.close();
         throw e;
       }
-      console.log(`gpio-fabric line-state service listening on ${server.address} (store: ${redis !== undefined ? `redis, fabric ${fabric}` : 'memory'})`);
+      const security = tls === undefined ? '' : server.authorizing ? ', mTLS: clients authorized by role' : ', TLS without client certificates';
+      console.log(`gpio-fabric line-state service listening on ${server.address} (store: ${redis !== undefined ? `redis, fabric ${fabric}` : 'memory'})${security}`);
       if (metricsServer !== undefined) console.log(`metrics on http://${metricsServer.address}/metrics`);
       await new Promise<void>((resolve) => {
         const onSignal = (sig: string): void => {

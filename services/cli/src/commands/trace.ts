@@ -1,10 +1,10 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { UsageError, type Command } from '../command.ts';
-import { parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
+import { clientFor, parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
 import { ErrorCode, FabricError, invalidArgument, notFound } from '../../../common/src/errors.ts';
 import { parseLineRef } from '../../../common/src/line-model.ts';
 import type { LineState } from '../../../common/src/gen/gpiofabric/v1/linestate.ts';
-import { createLineStateClient, type LineStateClient, type WatchHandle } from '../../../linestate/src/client.ts';
+import type { LineStateClient, WatchHandle } from '../../../linestate/src/client.ts';
 import { TraceRecorder, VcdEncoder, vcdHeaderText, type TraceLine } from '../../../linestate/src/vcd.ts';
 
 /** How long an event is held before it is written, so the streams of several chips merge in time order. */
@@ -246,7 +246,7 @@ See docs/trace.md for the file format and its limits.`,
     const durationS = durationArg(values.duration);
     const targets = positionals.map(targetArg);
     const address = serverAddress(values.server);
-    const client = createLineStateClient(address);
+    const client = clientFor(values);
     try {
       return await trace(client, values.vcd, targets, durationS, address);
     } catch (e) {

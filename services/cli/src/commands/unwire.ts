@@ -14,7 +14,7 @@ ${SERVER_HELP}`,
   async run(argv) {
     const { values, positionals } = parse(argv, serverOption, { min: 1, max: 1, what: 'NET (a net name)' });
     const name = positionals[0] ?? '';
-    await withClient(values.server, (c) => c.unwire(name));
+    await withClient(values, (c) => c.unwire(name));
     console.log(`removed net ${name}`);
     return 0;
   },

@@ -12,6 +12,8 @@ import { waitForSignal } from '../signals.ts';
 import { DEFAULT_METRICS_ADDRESS, MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics, type MetricsServer } from '../../../common/src/metrics.ts';
 import { agentMetrics } from '../../../agent/src/metrics.ts';
 import { lineStateMetrics, storeHealth } from '../../../linestate/src/metrics.ts';
+import { redactUrl, TlsConfigError, tlsFilesFrom, tlsOptions, type TlsFiles } from '../../../common/src/tls.ts';
+import { redisConnectError, redisTlsOptions } from '../redis-options.ts';
 
 function defaultDir(): string {
   const run = process.env['XDG_RUNTIME_DIR'];
@@ -22,7 +24,8 @@ function defaultDir(): string {
 export const command: Command = {
   summary: 'run a local fabric: the line-state service (embedded store) plus one agent per VM',
   help: `Usage: gpio-fabric up [--vms vm-a,vm-b] [--lines N] [--dir DIR] [--listen ADDR]
-                      [--redis URL [--fabric NAME]] [--wire] [--metrics ADDR|off]
+                      [--redis URL [--fabric NAME] [--redis-tls-ca FILE]] [--wire] [--metrics ADDR|off]
+                      [--tls-cert FILE --tls-key FILE [--tls-ca FILE --agent-tls-cert FILE --agent-tls-key FILE]]
 
 Starts, in this process, the line-state service (on the embedded in-memory store unless
 --redis is given) and one agent per VM, then prints for each VM the QEMU arguments that
@@ -35,7 +38,10 @@ Options:
   --dir DIR       directory for the vhost-user sockets (default $XDG_RUNTIME_DIR/gpio-fabric
                   or ${join(tmpdir(), 'gpio-fabric-<uid>')})
   --listen ADDR   line-state service address (default 127.0.0.1:7070; port 0 = any)
-  --redis URL     keep the state in Redis instead of this process
+  --redis URL     keep the state in Redis instead of this process (redis://:PASSWORD@host,
+                  rediss:// for TLS; the password is never printed)
+  --redis-tls-ca FILE, --redis-tls-cert FILE, --redis-tls-key FILE
+                  Redis TLS as for \`gpio-fabric serve\`
   --fabric NAME   fabric name on Redis (default "default")
   --wire          wire line 0 of every VM into one net named "demo" (pull down)
   --metrics ADDR  Prometheus metrics of the service and every agent (GET /metrics, the
@@ -43,14 +49,41 @@ Options:
                   after a store round trip with every agent registered, else 503) on
                   host:port (default ${DEFAULT_METRICS_ADDRESS}, skipped with a warning
                   when that is taken; port 0 = any free port; off = none)
+  --tls-cert FILE, --tls-key FILE
+                  serve the line-state API over TLS with this server certificate (default
+                  $GPIOFABRIC_TLS_CERT, $GPIOFABRIC_TLS_KEY)
+  --tls-ca FILE   require client certificates signed by this CA and authorize by role
+                  (default $GPIOFABRIC_TLS_CA); the agents then need --agent-tls-cert
+  --agent-tls-cert FILE, --agent-tls-key FILE
+                  the agents' client certificate: its identity must cover every VM
+                  (gpio-fabric certs --agent vm-a --agent vm-b, or --agent 'vm-*'). The
+                  agents verify the service with --tls-ca. See docs/security.md
 
 ${QEMU_NOTE}`,
   async run(argv) {
     const { values } = parse(argv, {
       vms: { type: 'string' }, lines: { type: 'string' }, dir: { type: 'string' }, listen: { type: 'string' },
       redis: { type: 'string' }, fabric: { type: 'string' }, wire: { type: 'boolean' },
-      metrics: { type: 'string' },
+      metrics: { type: 'string' }, 'redis-tls-ca': { type: 'string' }, 'redis-tls-cert': { type: 'string' }, 'redis-tls-key': { type: 'string' },
+      'agent-tls-cert': { type: 'string' }, 'agent-tls-key': { type: 'string' }, ...tlsOptions,
     }, { min: 0, max: 0, what: 'no positional arguments' });
+    let tls: TlsFiles | undefined;
+    try {
+      tls = tlsFilesFrom(values);
+    } catch (e) {
+      if (e instanceof TlsConfigError) throw new UsageError(e.message);
+      throw e;
+    }
+    if (tls !== undefined && tls.cert === undefined) throw new UsageError('TLS needs --tls-cert and --tls-key (the service\'s certificate)');
+    const agentCert = values['agent-tls-cert'];
+    const agentKey = values['agent-tls-key'];
+    if ((agentCert === undefined) !== (agentKey === undefined)) throw new UsageError('--agent-tls-cert and --agent-tls-key go together');
+    if (agentCert !== undefined && tls === undefined) throw new UsageError('--agent-tls-cert needs --tls-cert/--tls-key/--tls-ca (the service\'s TLS)');
+    if (tls?.ca !== undefined && agentCert === undefined) throw new UsageError('with --tls-ca the service requires client certificates: give the agents one with --agent-tls-cert/--agent-tls-key');
+    // The agents trust the CA given with --tls-ca (the one that signed the server certificate too).
+    const agentTls: TlsFiles | undefined = tls === undefined ? undefined
+      : { ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(agentCert !== undefined && agentKey !== undefined ? { cert: agentCert, key: agentKey } : {}) };
+    const redisTls = redisTlsOptions(values, values.redis);
     const vms = (values.vms ?? 'vm-a,vm-b').split(',').filter((v) => v !== '');
     if (vms.length === 0) throw new UsageError('--vms needs at least one chip id');
     if (new Set(vms).size !== vms.length) throw new UsageError('--vms lists a chip twice');
@@ -76,7 +109,11 @@ ${QEMU_NOTE}`,
     let store: LineStore;
     if (values.redis !== undefined) {
       const { createRedisStore } = await import('../../../linestate/src/store/redis-store.ts');
-      store = await createRedisStore({ url: values.redis, fabric: values.fabric ?? 'default' });
+      try {
+        store = await createRedisStore({ url: values.redis, fabric: values.fabric ?? 'default', ...(redisTls.tls !== undefined ? { redisOptions: redisTls } : {}) });
+      } catch (e) {
+        throw redisConnectError(e, values.redis);
+      }
     } else {
       const { createMemoryStore } = await import('../../../linestate/src/store/memory-store.ts');
       store = createMemoryStore();
@@ -93,10 +130,15 @@ ${QEMU_NOTE}`,
     };
     try {
       const lsMetrics = lineStateMetrics({ registry, store, storeKind: values.redis !== undefined ? 'redis' : 'memory', log: (m) => log.warn(m) });
-      server = await startLineStateServer({ store, listen, log: (m) => log.info(m), metrics: lsMetrics });
+      try {
+        server = await startLineStateServer({ store, listen, log: (m) => log.info(m), metrics: lsMetrics, ...(tls !== undefined ? { tls } : {}) });
+      } catch (e) {
+        if (e instanceof TlsConfigError) throw new UsageError(e.message);
+        throw e;
+      }
       const metrics = agentMetrics(registry);
       for (const chip of vms) {
-        agents.push(await startAgent({ socketPath: join(dir, `${chip}.sock`), chip, ngpio, backend: { kind: 'remote', server: server.address }, log: createLogger(`agent[${chip}]`), metrics }));
+        agents.push(await startAgent({ socketPath: join(dir, `${chip}.sock`), chip, ngpio, backend: { kind: 'remote', server: server.address, ...(agentTls !== undefined ? { tls: agentTls } : {}) }, log: createLogger(`agent[${chip}]`), metrics }));
       }
       const st = store;
       metricsServer = await startCommandMetrics(metricsAt, {
@@ -117,12 +159,13 @@ ${QEMU_NOTE}`,
       throw e;
     }
     const out: string[] = [];
-    out.push(`gpio-fabric is up: line-state service on ${server.address} (${values.redis !== undefined ? 'Redis' : 'embedded in-memory store'}), ${vms.length} agent(s) with ${ngpio} lines each.`, '');
+    out.push(`gpio-fabric is up: line-state service on ${server.address} (${values.redis !== undefined ? `Redis ${redactUrl(values.redis)}` : 'embedded in-memory store'}${tls === undefined ? '' : server.authorizing ? ', mTLS' : ', TLS'}), ${vms.length} agent(s) with ${ngpio} lines each.`, '');
     for (const a of agents) {
       out.push(`VM ${a.chip}: attach with`, `  qemu-system-x86_64 ... \\\n    ${qemuArgs(a.chip, a.socketPath)}`, '');
     }
     if (metricsServer !== undefined) out.push(`Metrics: http://${metricsServer.address}/metrics (health: /healthz)`, '');
     out.push(QEMU_NOTE, '');
+    if (tls !== undefined) out.push(`Operator commands need TLS options too, e.g. --tls-ca ${tls.ca ?? 'CA'}${server.authorizing ? ' --tls-cert OPERATOR.crt --tls-key OPERATOR.key' : ''}`);
     out.push(`Try:  gpio-fabric ls lines --server ${server.address}`);
     out.push(`      gpio-fabric wire ${vms[0]}:1 ${vms[1] ?? vms[0]}:${vms.length > 1 ? 1 : 2} --name link --server ${server.address}`);
     out.push(`      gpio-fabric watch --server ${server.address}`);

@@ -1,8 +1,7 @@
 import { UsageError, type Command } from '../command.ts';
-import { edgeText, parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
+import { clientFor, edgeText, parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
 import { parseLineRef } from '../../../common/src/line-model.ts';
 import type { LineEvent, WatchEventsRequest } from '../../../common/src/gen/gpiofabric/v1/linestate.ts';
-import { createLineStateClient } from '../../../linestate/src/client.ts';
 
 /** Timestamp in ns since the epoch as ISO 8601 with microseconds. */
 function isoTime(ns: string): string {
@@ -43,7 +42,7 @@ ${SERVER_HELP}`,
     if (values.from !== undefined && !/^[0-9]{1,20}$/.test(values.from)) throw new UsageError(`--from must be a sequence number (0 or more), not "${values.from}"`);
     if (values.from !== undefined && target === undefined) throw new UsageError('--from needs a CHIP to resume (sequence numbers are per chip)');
     const address = serverAddress(values.server);
-    const client = createLineStateClient(address);
+    const client = clientFor(values);
     try {
       const req: WatchEventsRequest = { chips: [] };
       if (target !== undefined) {

@@ -22,7 +22,7 @@ Example:
     const { values, positionals } = parse(argv, { ...serverOption, name: { type: 'string' }, pull: { type: 'string' }, 'open-drain': { type: 'boolean' } }, { min: 2, max: 4096, what: 'at least two CHIP:LINE endpoints' });
     const members = positionals.map(lineRefArg);
     const pull = values.pull === undefined ? 0 : pullArg(values.pull, '--pull');
-    const net = await withClient(values.server, (c) => c.wire({ name: values.name ?? '', members, pull, driveMode: values['open-drain'] === true ? 1 : 0 }));
+    const net = await withClient(values, (c) => c.wire({ name: values.name ?? '', members, pull, driveMode: values['open-drain'] === true ? 1 : 0 }));
     console.log(`wired net ${net.name}: ${net.members.map(lineRefText).join(' ')} (pull ${pullText(net.pull)}, ${modeText(net.driveMode)}, level ${net.level})`);
     return 0;
   },
