@@ -18,6 +18,7 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   watch: () => import('./commands/watch.ts'),
   apply: () => import('./commands/apply.ts'),
   trace: () => import('./commands/trace.ts'),
+  certs: () => import('./commands/certs.ts'),
 };
 
 async function usage(): Promise<string> {

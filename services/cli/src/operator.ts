@@ -77,18 +77,24 @@ export async function withClient<T>(flags: ServerFlags | string | undefined, fn:
   try {
     return await fn(client);
   } catch (e) {
-    throw reachable(e, address);
+    throw reachable(e, address, clientTls(values) !== undefined);
   } finally {
     client.close();
   }
 }
 
 /** Reword "no connection" failures so the operator knows what to check. */
-export function reachable(e: unknown, address: string): unknown {
+export function reachable(e: unknown, address: string, tlsUsed = false): unknown {
   const tlsHint = tlsFailure(e);
   if (tlsHint !== undefined) return new FabricError(ErrorCode.UNAVAILABLE, `TLS handshake with the line-state service at ${address} failed: ${tlsHint}`, { cause: e });
   if (isFabricError(e) && e.code === ErrorCode.UNAVAILABLE && /No connection established|ECONNREFUSED|connect|Name resolution/i.test(e.message)) {
-    return new FabricError(ErrorCode.UNAVAILABLE, `cannot reach the line-state service at ${address} (is \`gpio-fabric serve\` running? set --server or $GPIOFABRIC_SERVER)`, { cause: e });
+    // A plaintext client of a TLS service sees only "Failed to connect": say so.
+    if (tlsUsed && !/ECONNREFUSED|Name resolution|ENOTFOUND/i.test(e.message)) {
+      // TLS 1.3: a client certificate the service rejects closes the connection after the handshake.
+      return new FabricError(ErrorCode.UNAVAILABLE, `TLS handshake with the line-state service at ${address} failed: the service closed the connection (is the client certificate signed by the service's CA? does the service speak TLS?)`, { cause: e });
+    }
+    const tls = tlsUsed || /ECONNREFUSED|Name resolution|ENOTFOUND/i.test(e.message) ? '' : '; if it requires TLS, give --tls-ca (and --tls-cert/--tls-key) or $GPIOFABRIC_TLS_*';
+    return new FabricError(ErrorCode.UNAVAILABLE, `cannot reach the line-state service at ${address} (is \`gpio-fabric serve\` running? set --server or $GPIOFABRIC_SERVER${tls})`, { cause: e });
   }
   return e;
 }

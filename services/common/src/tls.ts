@@ -7,8 +7,9 @@
  * restart). Without any TLS option every connection is plaintext, as before.
  */
 import { readFileSync } from 'node:fs';
-import type { PeerCertificate } from 'node:tls';
-import { ChannelCredentials, ServerCredentials } from '@grpc/grpc-js';
+import { isIP } from 'node:net';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { ChannelCredentials, ServerCredentials, type ChannelOptions } from '@grpc/grpc-js';
 
 /** Environment variables read when the matching flag is absent (how Kubernetes mounts secrets). */
 export const TLS_ENV = {
@@ -94,14 +95,31 @@ export function serverCredentials(files: TlsFiles | undefined): ServerCredential
   }
 }
 
-/** Channel credentials of a client: plaintext without files, else TLS (with a client certificate when cert+key are given). */
-export function channelCredentials(files: TlsFiles | undefined): ChannelCredentials {
-  if (files === undefined) return ChannelCredentials.createInsecure();
+/** The host part of a gRPC target ("h:p", "[v6]:p", "dns:///h:p"). */
+export function targetHost(address: string): string {
+  const a = address.replace(/^dns:\/{0,3}/, '');
+  if (a.startsWith('[')) return a.slice(1, Math.max(1, a.indexOf(']')));
+  const i = a.lastIndexOf(':');
+  return i < 0 ? a : a.slice(0, i);
+}
+
+/**
+ * Channel credentials (and channel options) of a client of `address`: plaintext without
+ * files, else TLS verifying the server against `ca` (system CAs without it), presenting a
+ * client certificate when cert+key are given. For an IP-literal address the server
+ * certificate must carry that IP as a SAN; the TLS SNI then carries a placeholder name
+ * (Node deprecates IP addresses as SNI) and the identity check still uses the IP.
+ */
+export function channelCredentials(files: TlsFiles | undefined, address = ''): { credentials: ChannelCredentials; options: ChannelOptions } {
+  if (files === undefined) return { credentials: ChannelCredentials.createInsecure(), options: {} };
   const ca = files.ca !== undefined ? readPem(files.ca, 'CA certificate') : null;
   const key = files.key !== undefined ? readPem(files.key, 'key') : null;
   const cert = files.cert !== undefined ? readPem(files.cert, 'certificate') : null;
+  const host = targetHost(address);
+  const ip = isIP(host) !== 0;
   try {
-    return ChannelCredentials.createSsl(ca, key, cert);
+    const credentials = ChannelCredentials.createSsl(ca, key, cert, ip ? { checkServerIdentity: (_h, c) => checkServerIdentity(host, c) } : {});
+    return { credentials, options: ip ? { 'grpc.ssl_target_name_override': 'ip-address.gpiofabric.invalid' } : {} };
   } catch (e) {
     throw new TlsConfigError(`TLS files are not usable: ${(e as Error).message}`, { cause: e });
   }

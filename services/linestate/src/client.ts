@@ -67,7 +67,9 @@ export const DEADLINE_TICK_MS = 50;
 /** Create a client of the service at `address` ("host:port"). No I/O until the first call. */
 export function createLineStateClient(address: string, opts: LineStateClientOptions = {}): LineStateClient {
   const deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
-  const raw = new LineStateServiceClient(address, channelCredentials(opts.tls), {
+  const channel = channelCredentials(opts.tls, address);
+  const raw = new LineStateServiceClient(address, channel.credentials, {
+    ...channel.options,
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     'grpc.max_send_message_length': 8 * 1024 * 1024,
   });
