@@ -102,10 +102,10 @@ export interface PerformanceResult {
   [k: string]: unknown;
 }
 
-type Path = [name: string, fn: (i: number) => Promise<bigint | void>];
+export type Path = [name: string, fn: (i: number) => Promise<bigint | void>];
 
 /** Sample every path in `blocks` interleaved blocks of n/blocks; a path returning a bigint reports its own duration (ns). */
-async function sampleInterleaved(paths: readonly Path[], n: Record<string, number>, blocks: number, warmup: number): Promise<Map<string, bigint[]>> {
+export async function sampleInterleaved(paths: readonly Path[], n: Record<string, number>, blocks: number, warmup: number): Promise<Map<string, bigint[]>> {
   const out = new Map<string, bigint[]>(paths.map(([k]) => [k, []]));
   for (const [k, fn] of paths) for (let i = 0; i < Math.min(warmup, n[k] ?? warmup); i++) await fn(i);
   for (let b = 0; b < blocks; b++) {

@@ -10,4 +10,6 @@ export interface BenchSuite {
 export const suites: Readonly<Record<string, () => Promise<BenchSuite>>> = {
   linestate: async () => (await import('./linestate.ts')).suite,
   agent: async () => (await import('./agent.ts')).suite,
+  performance: async () => (await import('./performance.ts')).suite,
+  scale: async () => (await import('./scale.ts')).suite,
 };
