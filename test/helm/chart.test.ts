@@ -241,6 +241,22 @@ describe('chart behaviour', () => {
       assert.deepEqual(pod.volumes.find((v: Obj) => v.name === 'tls'), { name: 'tls', secret: { secretName: 'gpio-fabric-tls' } });
       for (const c of pod.containers) assert.deepEqual(c.volumeMounts.find((m: Obj) => m.name === 'tls'), { name: 'tls', mountPath: '/etc/gpio-fabric/tls', readOnly: true });
     }
+    // every container points GPIOFABRIC_TLS_* at the mounted files (serve: server cert +
+    // client CA = mTLS; agents: client cert + CA), and the probes use HTTP (no TLS in the kubelet's gRPC probe)
+    for (const w of [...byKind(ms, 'Deployment'), ...byKind(ms, 'DaemonSet')]) {
+      for (const c of w.spec.template.spec.containers) {
+        const env = envOf(c);
+        assert.deepEqual([env.GPIOFABRIC_TLS_CERT?.value, env.GPIOFABRIC_TLS_KEY?.value, env.GPIOFABRIC_TLS_CA?.value], ['/etc/gpio-fabric/tls/tls.crt', '/etc/gpio-fabric/tls/tls.key', '/etc/gpio-fabric/tls/ca.crt']);
+      }
+    }
+    assert.deepEqual(linestate(ms).readinessProbe.httpGet, { path: '/healthz', port: 'metrics' });
+    assert.equal(linestate(ms).livenessProbe.grpc, undefined);
+    // a separate Secret for the agents' client certificate
+    const split = manifests({ valuesFiles: [join(CI, 'tls-values.yaml')], set: ['tls.agentSecret=agents-tls'] });
+    assert.equal(byKind(split, 'DaemonSet')[0]?.spec.template.spec.volumes.find((v: Obj) => v.name === 'tls')?.secret.secretName, 'agents-tls');
+    assert.equal(byKind(split, 'Deployment')[0]?.spec.template.spec.volumes.find((v: Obj) => v.name === 'tls')?.secret.secretName, 'gpio-fabric-tls');
+    // without TLS: no TLS env
+    assert.equal(envOf(linestate(manifests())).GPIOFABRIC_TLS_CERT, undefined);
     // memory store: no Redis, no --fabric (serve rejects --fabric without Redis)
     assert.equal(byKind(ms, 'StatefulSet').length, 0);
     assert.equal(flagValue(linestate(ms).args, '--fabric'), undefined);

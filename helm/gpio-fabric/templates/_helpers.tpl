@@ -149,3 +149,18 @@ $(VAR) expansion: it never appears in the pod spec or the command line.
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/*
+TLS environment of a container (docs/security.md): the files of the mounted
+kubernetes.io/tls Secret. With ca.crt the service requires client certificates and
+authorizes by role; clients verify the service with it.
+*/}}
+{{- define "gpio-fabric.tlsEnv" -}}
+{{- $dir := trimSuffix "/" . -}}
+- name: GPIOFABRIC_TLS_CERT
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: GPIOFABRIC_TLS_KEY
+  value: {{ printf "%s/tls.key" $dir | quote }}
+- name: GPIOFABRIC_TLS_CA
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+{{- end }}
