@@ -18,6 +18,7 @@ node scripts/build-addon.mjs
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)  # promtool + prometheus: test/observability
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)  # gpio-fabric certs: test/security
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_pkgs[*]} with apt-get"
