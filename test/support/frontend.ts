@@ -262,7 +262,7 @@ export class Frontend {
     const alloc = new GuestAllocator(ringsEnd, BigInt(size) - ringsEnd);
     for (let i = 0; i < nq; i++) {
       const layout = layoutRing(q, BigInt(i * ringBytes));
-      this.rings.push(new DriverRing({ ram: this.ram, size: q, layout, allocator: alloc, eventIdx: this.opts.eventIdx }));
+      this.rings.push(new DriverRing({ ram: this.ram, size: q, layout, allocator: alloc, eventIdx: this.opts.eventIdx, fence: () => this.platform.fence() }));
     }
   }
 

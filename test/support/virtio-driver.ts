@@ -125,6 +125,12 @@ export interface DriverRingOptions {
   readonly eventIdx?: boolean;
   /** Start index (free-running u16) for avail and used, default 0: lets tests start near 0xffff. */
   readonly startIndex?: number;
+  /**
+   * Full memory fence, for a device in another thread or process (the native platform's
+   * fence()). Used between publishing an index and reading the device's event index, as
+   * Linux's virtio_ring does (a store-load reordering there loses a kick or a call).
+   */
+  readonly fence?: () => void;
 }
 
 /** The driver side of one split ring. */
@@ -140,7 +146,9 @@ export class DriverRing {
   #lastUsed: number;
   readonly #outstanding = new Map<number, Outstanding>();
 
+  readonly #fence: () => void;
   constructor(opts: DriverRingOptions) {
+    this.#fence = opts.fence ?? (() => {});
     this.size = opts.size;
     this.layout = opts.layout;
     this.ram = opts.ram;
@@ -268,6 +276,7 @@ export class DriverRing {
     const now = this.#availShadow;
     this.setAvailIdx(now);
     this.#availPublished = now;
+    this.#fence(); // avail.idx must be visible before avail_event is read
     if (this.eventIdx) {
       const ev = this.availEvent;
       return ((now - ev - 1) & 0xffff) < ((now - old) & 0xffff);
@@ -300,7 +309,13 @@ export class DriverRing {
       out.push({ head, len, written, token: o.token });
       this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
     }
-    if (this.eventIdx) this.setUsedEvent(this.#lastUsed);
+    if (this.eventIdx) {
+      this.setUsedEvent(this.#lastUsed);
+      // An entry the device published before it could see the new used_event got no
+      // call: re-check after a full fence (virtqueue_enable_cb's race) and take it too.
+      this.#fence();
+      if (this.#used().getUint16(2, true) !== this.#lastUsed) out.push(...this.takeUsed());
+    }
     return out;
   }
 }
