@@ -95,6 +95,22 @@ describe('agent process over mTLS', () => {
     await pref.stop();
     await serve.stop();
   });
+  it('up: the embedded service over mTLS with one agent certificate covering every VM', async () => {
+    await makeCerts(['--agent', 'vm-*'], dir);
+    const up = await startProc('up-tls', ['up', '--vms', 'vm-p,vm-q', '--dir', join(tmp, 'up'), '--listen', '127.0.0.1:0', '--metrics', 'off',
+      ...tlsArgs(serverFiles(dir)), '--agent-tls-cert', join(dir, 'agent-vm-all.crt'), '--agent-tls-key', join(dir, 'agent-vm-all.key')], /line-state service on (\S+) \(embedded in-memory store, mTLS\)/);
+    procs.push(up);
+    const op = createLineStateClient(up.match[1]!, { tls: clientFiles(dir, 'watcher-bob') });
+    try {
+      assert.deepEqual((await op.listChips()).map((c) => [c.id, c.online]), [['vm-p', true], ['vm-q', true]]);
+    } finally {
+      op.close();
+    }
+    await up.stop();
+    const missing = await runCli(['up', '--dir', join(tmp, 'up3'), '--listen', '127.0.0.1:0', '--metrics', 'off', ...tlsArgs(serverFiles(dir))]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.out, /--agent-tls-cert/);
+  });
   it('serve warns when it listens beyond loopback without TLS; --tls-ca alone is a usage error', async () => {
     const s = await startProc('serve-open', ['serve', '--listen', '0.0.0.0:0', '--metrics', 'off'], /listening on (\S+)/);
     procs.push(s);
