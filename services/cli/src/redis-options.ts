@@ -75,8 +75,8 @@ export function redactPassword(text: string, url: string): string {
  * of AUTH carries the command's arguments, i.e. the password.
  */
 export function redisConnectError(e: unknown, url: string): FabricError {
-  const code = isFabricError(e) ? e.code : ErrorCode.UNAVAILABLE;
   const msg = e instanceof Error ? e.message : String(e);
+  const code = /WRONGPASS|NOAUTH|NOPERM/i.test(msg) ? ErrorCode.PERMISSION_DENIED : isFabricError(e) ? e.code : ErrorCode.UNAVAILABLE;
   let hint = '';
   if (/WRONGPASS|invalid password|invalid username-password/i.test(msg)) hint = ' (wrong user name or password in the URL)';
   else if (/NOAUTH/i.test(msg)) hint = ' (the server requires a password: redis://:PASSWORD@host or redis://USER:PASSWORD@host)';
