@@ -21,7 +21,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Frontend, Gpio } from '../test/support/frontend.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { runKickCallBench } from './kick-call.ts';
-import { exitWithParent, startChild } from './lib/child.ts';
+import { exitWithParent, startChild, redisServiceChild } from './lib/child.ts';
 import { machine, machineText } from './lib/machine.ts';
 import { sampleSequential, summarize, table, type Summary } from './lib/stats.ts';
 import type { BenchSuite } from './suites.ts';
@@ -33,18 +33,6 @@ const self = fileURLToPath(import.meta.url);
 const RESULT_FILE = join(here, 'results', 'agent.json');
 const TARGET_RATIO = 2;
 
-/** Child: a line-state service on the Redis store. */
-async function serviceChild(url: string, fabric: string): Promise<void> {
-  const { createRedisStore } = await import('../services/linestate/src/store/redis-store.ts');
-  const { startLineStateServer } = await import('../services/linestate/src/server.ts');
-  const store = await createRedisStore({ url, fabric });
-  const server = await startLineStateServer({ store, listen: '127.0.0.1:0', log: (m) => console.error(m) });
-  exitWithParent(async () => {
-    await server.close();
-    await store.close();
-  });
-  console.log(`READY ${server.address}`);
-}
 
 /** Child: an agent on `socketPath`, standalone or remote (server address). */
 async function agentChild(socketPath: string, backend: string): Promise<void> {
@@ -173,7 +161,7 @@ export const suite: BenchSuite = {
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
 if (isMain) {
   const argv = process.argv.slice(2);
-  if (argv[0] === '--service') await serviceChild(argv[1] ?? '', argv[2] ?? 'bench');
+  if (argv[0] === '--service') await redisServiceChild(argv[1] ?? '', argv[2] ?? 'bench');
   else if (argv[0] === '--agent') await agentChild(argv[1] ?? '', argv[2] ?? 'standalone');
   else {
     const at = argv.indexOf('--iterations');

@@ -26,7 +26,7 @@ import { Redis } from 'ioredis';
 import { LineOpType } from '../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import { createLineStateClient } from '../services/linestate/src/client.ts';
 import { startRedis } from '../test/support/redis.ts';
-import { exitWithParent, startChild } from './lib/child.ts';
+import { exitWithParent, startChild, redisServiceChild } from './lib/child.ts';
 import { machine, machineText } from './lib/machine.ts';
 import { sampleSequential, summarize, table, throughput, type Summary } from './lib/stats.ts';
 import type { BenchSuite } from './suites.ts';
@@ -76,18 +76,6 @@ async function chainChild(url: string): Promise<void> {
   console.log(`READY 127.0.0.1:${port}`);
 }
 
-/** Child: the line-state service on the Redis store. */
-async function serviceChild(url: string, fabric: string): Promise<void> {
-  const { createRedisStore } = await import('../services/linestate/src/store/redis-store.ts');
-  const { startLineStateServer } = await import('../services/linestate/src/server.ts');
-  const store = await createRedisStore({ url, fabric });
-  const server = await startLineStateServer({ store, listen: '127.0.0.1:0', log: (m) => console.error(m) });
-  exitWithParent(async () => {
-    await server.close();
-    await store.close();
-  });
-  console.log(`READY ${server.address}`);
-}
 
 /** Child: the line-state service on the memory store (the breakdown's no-Redis path). */
 async function memoryServiceChild(): Promise<void> {
@@ -246,7 +234,7 @@ const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileUR
 if (isMain) {
   const argv = process.argv.slice(2);
   if (argv[0] === '--echo') await echoChild();
-  else if (argv[0] === '--service') await serviceChild(argv[1] ?? '', argv[2] ?? 'bench');
+  else if (argv[0] === '--service') await redisServiceChild(argv[1] ?? '', argv[2] ?? 'bench');
   else if (argv[0] === '--service-memory') await memoryServiceChild();
   else if (argv[0] === '--chain') await chainChild(argv[1] ?? '');
   else {

@@ -35,7 +35,7 @@ import { RemoteBackend } from '../services/agent/src/backend/remote-backend.ts';
 import { createLineStateClient, type LineStateClient } from '../services/linestate/src/client.ts';
 import { Frontend, Gpio } from '../test/support/frontend.ts';
 import { startRedis } from '../test/support/redis.ts';
-import { exitWithParent } from './lib/child.ts';
+import { exitWithParent, redisServiceChild } from './lib/child.ts';
 import { mdTable, replaceBlock } from './lib/doc.ts';
 import { grpcFloor, kickCallFloor, redisFloor, serveFloor } from './lib/floors.ts';
 import { machine, machineText } from './lib/machine.ts';
@@ -53,18 +53,6 @@ const TARGET = { op_ratio: 1.5, xvm_ratio: 2, xvm_p99_us: 2000, ops_per_s: 40_00
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------ children
-
-async function serviceChild(url: string, fabric: string): Promise<void> {
-  const { createRedisStore } = await import('../services/linestate/src/store/redis-store.ts');
-  const { startLineStateServer } = await import('../services/linestate/src/server.ts');
-  const store = await createRedisStore({ url, fabric });
-  const server = await startLineStateServer({ store, listen: '127.0.0.1:0', log: (m) => console.error(m) });
-  exitWithParent(async () => {
-    await server.close();
-    await store.close();
-  });
-  console.log(`READY ${server.address}`);
-}
 
 async function agentChild(socketPath: string, chip: string, server: string, ngpio: string): Promise<void> {
   const { startAgent } = await import('../services/agent/src/agent.ts');
@@ -469,7 +457,7 @@ export const suite: BenchSuite = {
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
 if (isMain) {
   const argv = process.argv.slice(2);
-  if (argv[0] === '--service') await serviceChild(argv[1] ?? '', argv[2] ?? 'perf');
+  if (argv[0] === '--service') await redisServiceChild(argv[1] ?? '', argv[2] ?? 'perf');
   else if (argv[0] === '--agent') await agentChild(argv[1] ?? '', argv[2] ?? 'perf', argv[3] ?? '', argv[4] ?? '16');
   else if (argv[0] === '--floor') await floorChild();
   else if (argv[0] === '--profile') await profileRun(argv[1] ?? join(tmpdir(), 'gf-prof'));

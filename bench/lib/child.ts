@@ -37,3 +37,16 @@ export function exitWithParent(stop: () => Promise<void>): void {
   process.stdin.resume();
   process.stdin.on('end', () => { void stop().finally(() => process.exit(0)); });
 }
+
+/** In a child: a line-state service on the Redis store at `url`; prints "READY <address>". */
+export async function redisServiceChild(url: string, fabric: string): Promise<void> {
+  const { createRedisStore } = await import('../../services/linestate/src/store/redis-store.ts');
+  const { startLineStateServer } = await import('../../services/linestate/src/server.ts');
+  const store = await createRedisStore({ url, fabric });
+  const server = await startLineStateServer({ store, listen: '127.0.0.1:0', log: (m) => console.error(m) });
+  exitWithParent(async () => {
+    await server.close();
+    await store.close();
+  });
+  console.log(`READY ${server.address}`);
+}
