@@ -617,6 +617,21 @@ export function runStoreContract(label: string, makeStore: () => Promise<StoreUn
         assert.deepEqual([l.offset, l.name, l.bias, l.level, l.externalDrive], [0, 'x', Pull.DOWN, 1, DriveValue.HIGH]);
       });
 
+      withStore('getChips reads exactly the requested chips, in order', async (s) => {
+        await register(s, 'vm-b', 1);
+        await register(s, 'vm-a', 2, { names: ['x', ''], owner: 'agent-x' });
+        assert.ok(s.getChips !== undefined, 'both stores implement getChips');
+        const all = new Map((await s.listChips()).map((c) => [c.id, c]));
+        const got = await s.getChips(['vm-b', 'vm-zz', 'vm-a']);
+        assert.equal(got.length, 3);
+        assert.deepEqual({ ...got[0]!, online: undefined }, { ...all.get('vm-b')!, online: undefined });
+        assert.equal(got[1], undefined, 'an unregistered chip is undefined');
+        assert.deepEqual({ ...got[2]!, online: undefined }, { ...all.get('vm-a')!, online: undefined });
+        assert.deepEqual([got[2]!.ngpio, got[2]!.names, got[2]!.owner, got[2]!.online], [2, ['x', ''], 'agent-x', true]);
+        assert.deepEqual(await s.getChips([]), []);
+        assert.deepEqual(await s.getChips(['nope']), [undefined]);
+      });
+
       withStore('listings are sorted and complete', async (s) => {
         await register(s, 'vm-b', 1);
         await register(s, 'vm-a', 2);

@@ -228,6 +228,7 @@ drives:
       const watchCases: [string, () => Record<string, unknown>, string, RegExp][] = [
         ['a cursor from the future', () => ({ chips: ['vm-a'], fromSeq: '999999' }), 'OUT_OF_RANGE', /999999/],
         ['watch of an unknown chip', () => ({ chips: ['vm-nope'] }), 'NOT_FOUND', /vm-nope/],
+        ['watch of known chips and one unknown', () => ({ chips: ['vm-a', 'vm-b', 'vm-gone'] }), 'NOT_FOUND', /vm-gone/],
         ['resume without exactly one chip', () => ({ chips: [], fromSeq: '0' }), 'INVALID_ARGUMENT', /exactly one chip/],
         ['offset filter beyond ngpio', () => ({ chips: ['vm-a'], offset: 4 }), 'INVALID_ARGUMENT', /offset 4/],
       ];
@@ -259,6 +260,20 @@ drives:
       await rejectsWith(f.client.lineOp({ chip: 'vm-l', leaseToken: first.leaseToken, op: OP.LINE_OP_TYPE_GET_VALUE, offset: 0, value: 0 }), 'FAILED_PRECONDITION', /./);
       await f.client.releaseChip({ chip: 'vm-l', leaseToken: taken.leaseToken });
       assert.equal((await f.client.listChips()).find((c) => c.id === 'vm-l')?.online, false);
+    });
+
+    it('watch of many chips: one stream gets the events of every listed chip', async () => {
+      const ids = Array.from({ length: 60 }, (_, i) => `vm-m${String(i).padStart(2, '0')}`);
+      for (const chip of ids) await f.client.registerChip({ chip, ngpio: 1, names: [], owner: 'agent-m', leaseTtlMs: 30_000 });
+      const col = collect(f.client, { chips: ids });
+      let v = 0;
+      await untilLive(col, () => f.client.drive({ target: { $case: 'line', value: off('vm-m00', 0) }, value: v++ % 2 === 0 ? 1 : 2 }));
+      const before = col.events.length;
+      for (const chip of ids.slice(1)) await f.client.drive({ target: { $case: 'line', value: off(chip, 0) }, value: 2 }); // 2 = HIGH: an undriven line reads low
+      await col.waitFor(before + ids.length - 1);
+      col.cancel();
+      assert.deepEqual([...new Set(col.events.map((e) => e.chip))].sort(), ids);
+      for (const e of col.events) assert.equal(e.offset, 0);
     });
   });
 }

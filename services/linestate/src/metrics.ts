@@ -20,7 +20,7 @@ export type RpcMethod = (typeof RPC_METHODS)[number];
 
 /** Store operation label values (LineStore method names). */
 export const STORE_OPS = [
-  'registerChip', 'renewLease', 'releaseChip', 'lineOp', 'getNames', 'wire', 'unwire', 'listChips', 'listLines',
+  'registerChip', 'renewLease', 'releaseChip', 'lineOp', 'getNames', 'wire', 'unwire', 'listChips', 'getChips', 'listLines',
   'listNets', 'getLine', 'drive', 'setBias', 'applyTopology', 'readEvents', 'subscribe',
 ] as const;
 type StoreOp = (typeof STORE_OPS)[number];
@@ -227,6 +227,7 @@ export class LineStateMetrics {
       wire: (input) => timed('wire', () => store.wire(input)),
       unwire: (name) => timed('unwire', () => store.unwire(name)),
       listChips: () => timed('listChips', () => store.listChips()),
+      ...(store.getChips !== undefined ? { getChips: (ids: readonly string[]) => timed('getChips', () => store.getChips!(ids)) } : {}),
       listLines: (chip) => timed('listLines', () => store.listLines(chip)),
       listNets: () => timed('listNets', () => store.listNets()),
       getLine: (line) => timed('getLine', () => store.getLine(line)),

@@ -255,9 +255,14 @@ async function watchEvents(
   if (req.offset !== undefined && chips.length !== 1) throw invalidArgument(`offset filters one chip's lines: give exactly one chip (got ${chips.length})`);
 
   if (chips.length > 0) {
-    const known = new Map((await store.listChips()).map((c) => [c.id, c]));
-    for (const c of chips) if (!known.has(c)) throw notFound(`chip "${c}" is not registered`);
-    const only = known.get(chips[0] ?? '');
+    // Read only the requested chips: opening a stream must not cost O(chips in the fabric)
+    // (1,000 opens each listing 5,000 chips queued past the Redis command timeout, and
+    // every stream failed UNAVAILABLE; docs/performance.md).
+    const found = store.getChips !== undefined
+      ? await store.getChips(chips)
+      : await (async () => { const all = new Map((await store.listChips()).map((c) => [c.id, c])); return chips.map((c) => all.get(c)); })();
+    chips.forEach((c, i) => { if (found[i] === undefined) throw notFound(`chip "${c}" is not registered`); });
+    const only = found[0];
     if (req.offset !== undefined && only !== undefined && req.offset >= only.ngpio) {
       throw invalidArgument(`offset ${req.offset} is out of range: chip "${only.id}" has lines 0..${only.ngpio - 1}`);
     }

@@ -246,6 +246,17 @@ class MemoryStore implements LineStore {
     return [...this.chips.values()].sort(byId).map((c) => this.chipInfo(c, now));
   }
 
+  async getChips(ids: readonly string[]): Promise<readonly (ChipInfo | undefined)[]> {
+    this.open();
+    if (!Array.isArray(ids)) throw invalidArgument('chip ids must be an array');
+    const now = this.now();
+    return ids.map((id) => {
+      if (typeof id !== 'string') throw invalidArgument('chip id must be a string');
+      const c = this.chips.get(id);
+      return c === undefined ? undefined : this.chipInfo(c, now);
+    });
+  }
+
   async listLines(chipId: string): Promise<readonly LineInfo[]> {
     this.open();
     if (chipId === '') return [...this.chips.values()].sort(byId).flatMap((c) => this.lineInfos(c));

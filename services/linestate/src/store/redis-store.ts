@@ -233,6 +233,17 @@ class RedisStore implements LineStore {
     return r.map(decodeChip);
   }
 
+  async getChips(ids: readonly string[]): Promise<readonly (ChipInfo | undefined)[]> {
+    if (!Array.isArray(ids)) throw invalidArgument('chip ids must be an array');
+    for (const id of ids) if (typeof id !== 'string') throw invalidArgument('chip id must be a string');
+    if (ids.length === 0) return [];
+    const r = (await this.run('read', 'some', ...ids)) as (Dump | null)[];
+    return ids.map((_, i) => {
+      const d = r[i];
+      return d === null || d === undefined ? undefined : decodeChip(d);
+    });
+  }
+
   async listLines(chip: string): Promise<readonly LineInfo[]> {
     if (typeof chip !== 'string') throw invalidArgument('chip id must be a string');
     const r = (await this.run('read', 'lines', chip)) as Dump[];

@@ -126,6 +126,12 @@ export interface LineStore {
   wire(input: WireInput): Promise<NetInfo>;
   unwire(name: string): Promise<void>;
   listChips(): Promise<readonly ChipInfo[]>;
+  /**
+   * The chips `ids` in order, undefined for a chip that is not registered; reads only
+   * those chips (cost independent of how many chips the fabric holds). Optional: callers
+   * fall back to listChips() when a store lacks it.
+   */
+  getChips?(ids: readonly string[]): Promise<readonly (ChipInfo | undefined)[]>;
   /** chip "" = every chip. */
   listLines(chip: string): Promise<readonly LineInfo[]>;
   listNets(): Promise<readonly NetInfo[]>;

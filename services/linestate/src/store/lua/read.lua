@@ -4,6 +4,7 @@
 --   nets                        -> {net_dump...}
 --   line <chip> <kind> <value>  -> {line_dump, name}
 --   names <chip>                -> chip_dump
+--   some <chip...>              -> {chip_dump or nil per chip} (only the given chips' keys)
 --   events <chip> <after> <limit> -> {lastSeq, XRANGE reply}
 local mode = ARGV[3]
 if mode == 'chips' then
@@ -32,6 +33,13 @@ elseif mode == 'nets' then
 elseif mode == 'line' then
   local l = resolve_line(ARGV[4], ARGV[5], ARGV[6])
   return { line_dump(l), line_name(l) }
+elseif mode == 'some' then
+  local out = {}
+  for i = 4, #ARGV do
+    local id = ARGV[i]
+    if chip(id) then out[i - 3] = chip_dump(id) else out[i - 3] = false end
+  end
+  return out
 elseif mode == 'names' then
   must_chip(ARGV[4])
   return chip_dump(ARGV[4])
