@@ -17,8 +17,11 @@
  * Writes bench/results/scale.json and the scale block of docs/performance.md.
  *
  *   npm run bench -- scale     (or npx tsx bench/scale.ts [--chips 5000] [--watchers 1000])
+ *   npx tsx bench/scale.ts --watchers-only [--chips 5000] [--watchers 1000]   (only the watcher
+ *     phase; merges its figures into bench/results/scale.json, leaves the doc block alone)
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -26,6 +29,7 @@ import { parseArgs } from 'node:util';
 import { LineOpType } from '../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import { createLineStateClient, type LineStateClient, type WatchHandle } from '../services/linestate/src/client.ts';
 import { createRedisStore } from '../services/linestate/src/store/redis-store.ts';
+import type { LineStore } from '../services/linestate/src/store/store.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { mdTable, replaceBlock } from './lib/doc.ts';
 import { grpcFloor, redisFloor } from './lib/floors.ts';
@@ -43,12 +47,14 @@ const RESULT_FILE = join(here, 'results', 'scale.json');
 const DOC_FILE = join(here, '..', 'docs', 'performance.md');
 const PLOT_FILE = join(here, '..', 'docs', 'scale-latency.png');
 const LINES = 64;
+/** Clients the watchers are spread over (grpc-js may put them on one connection). */
+const WATCH_CHANNELS = 10;
 const r2 = (x: number): number => Math.round(x * 100) / 100;
 const nowNs = (): bigint => BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
 
 export async function runScaleBench(o: { chips?: number; watchers?: number; samples?: number } = {}): Promise<Record<string, unknown>> {
   const CHIPS = o.chips ?? 5000;
-  const WATCHERS = Math.min(o.watchers ?? 1000, CHIPS);
+  const WATCHERS = Math.min(o.watchers ?? 1000, CHIPS - 1); // chip WATCHERS is the fan-out chip
   const N = o.samples ?? 1500;
   const steps = [10, 100, 1000, 5000].filter((s) => s < CHIPS).concat([CHIPS]);
   const m0 = machine();
@@ -116,101 +122,8 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
     }
 
     // ---- watchers: one per chip, then a fan-out on one chip
-    const channels: LineStateClient[] = Array.from({ length: 10 }, () => createLineStateClient(svc.ready, { deadlineMs: 30_000 }));
-    for (const c of channels) cleanup.unshift(() => c.close());
-    const handles: WatchHandle[] = [];
-    cleanup.unshift(() => { for (const h of handles) h.cancel(); });
-    const waiting = new Map<string, (e: { timestampNs: string }) => void>();
-    let streamErrors = 0;
-    const t0 = performance.now();
-    for (let w = 0; w < WATCHERS; w++) {
-      const chip = id(w);
-      handles.push((channels[w % 10] as LineStateClient).watchEvents({ chips: [chip] }, (e) => {
-        const f = waiting.get(e.chip);
-        if (f !== undefined) {
-          waiting.delete(e.chip);
-          f(e);
-        }
-      }, () => { streamErrors++; }));
-    }
-    const levels = new Uint8Array(WATCHERS);
-    /** Toggle line 0 of watched chip w (directly on Redis) and wait for the event on its stream. */
-    const toggle = (w: number, timeoutMs: number): Promise<{ stampToArrival: bigint; issueToArrival: bigint } | undefined> =>
-      new Promise((res) => {
-        const chip = id(w);
-        const issued = process.hrtime.bigint();
-        const timer = setTimeout(() => { waiting.delete(chip); res(undefined); }, timeoutMs);
-        waiting.set(chip, (e) => {
-          const arrivedNs = nowNs(), arrived = process.hrtime.bigint();
-          clearTimeout(timer);
-          res({ stampToArrival: arrivedNs - BigInt(e.timestampNs), issueToArrival: arrived - issued });
-        });
-        const v = (levels[w] = 1 - (levels[w] ?? 0));
-        void store.lineOp({ chip, leaseToken: BigInt(tokens[w] ?? '0'), op: 5, offset: 0, value: v }).catch(() => {});
-      });
-    // every stream is live once its chip's toggle arrives; retry the ones still opening
-    let pending = Array.from({ length: WATCHERS }, (_, w) => w);
-    for (let attempt = 0; attempt < 60 && pending.length > 0; attempt++) {
-      const still: number[] = [];
-      await inParallel(pending.length, 50, async (k) => {
-        const w = pending[k] ?? 0;
-        if ((await toggle(w, 1000)) === undefined) still.push(w);
-      });
-      pending = still;
-    }
-    const allLiveMs = Math.round(performance.now() - t0);
-    console.log(`${WATCHERS} watchers live after ${allLiveMs} ms (${pending.length} never delivered, ${streamErrors} stream errors)`);
-    const stamp: bigint[] = [], issue: bigint[] = [];
-    let lost = 0;
-    for (let i = 0; i < N; i++) {
-      const r = await toggle(Math.floor(Math.random() * WATCHERS), 5000);
-      if (r === undefined) lost++;
-      else {
-        stamp.push(r.stampToArrival);
-        issue.push(r.issueToArrival);
-      }
-    }
-    const delivery = summarize(stamp), issueLat = summarize(issue);
-    console.log(`delivery with ${WATCHERS} watchers: event stamp -> arrival p50 ${delivery.p50_us} p99 ${delivery.p99_us} µs; op issue -> arrival p50 ${issueLat.p50_us} p99 ${issueLat.p99_us} µs; ${lost} not delivered`);
-
-    // fan-out: WATCHERS more streams on one chip; time from op issue to the first and the last arrival
-    const fanChip = id(WATCHERS);
-    let arrivals = 0, first = 0n, last = 0n, issuedAt = 0n;
-    let fanDone: (() => void) | undefined;
-    for (let w = 0; w < WATCHERS; w++) {
-      handles.push((channels[w % 10] as LineStateClient).watchEvents({ chips: [fanChip] }, () => {
-        const t = process.hrtime.bigint();
-        if (arrivals === 0) first = t - issuedAt;
-        arrivals++;
-        last = t - issuedAt;
-        if (arrivals === WATCHERS) fanDone?.();
-      }, () => { streamErrors++; }));
-    }
-    const fanTok = BigInt(tokens[WATCHERS] ?? '0');
-    let fanLevel = 0;
-    const fanOnce = async (timeoutMs: number): Promise<boolean> => {
-      arrivals = 0;
-      const done = new Promise<boolean>((res) => {
-        const timer = setTimeout(() => res(false), timeoutMs);
-        fanDone = () => { clearTimeout(timer); res(true); };
-      });
-      issuedAt = process.hrtime.bigint();
-      fanLevel = 1 - fanLevel;
-      await store.lineOp({ chip: fanChip, leaseToken: fanTok, op: 5, offset: 0, value: fanLevel });
-      return done;
-    };
-    let fanLive = false;
-    for (let attempt = 0; attempt < 60 && !fanLive; attempt++) fanLive = await fanOnce(1000);
-    const fanFirst: bigint[] = [], fanLast: bigint[] = [];
-    const FAN_N = 100;
-    for (let i = 0; i < FAN_N && fanLive; i++) {
-      if (await fanOnce(5000)) {
-        fanFirst.push(first);
-        fanLast.push(last);
-      }
-    }
-    const fanF = fanFirst.length > 0 ? summarize(fanFirst) : undefined, fanL = fanLast.length > 0 ? summarize(fanLast) : undefined;
-    console.log(`fan-out to ${WATCHERS} watchers of one chip: first arrival p50 ${fanF?.p50_us} µs, last arrival p50 ${fanL?.p50_us} p99 ${fanL?.p99_us} µs`);
+    const w = await watcherPhase({ address: svc.ready, store, id, tokens, watchers: WATCHERS, samples: N, cleanup });
+    const { allLiveMs, pending, delivery, issueLat, lost, fanF, fanL } = w;
 
     const load1 = loadavg();
     const result = {
@@ -218,9 +131,7 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
       redis_bytes_per_line: memory.bytes_per_line_configured,
       redis_bytes_per_line_with_events: memory.bytes_per_line_with_events,
       op_latency_by_chips: steps_out.map((s) => ({ chips: s.chips, op_p50_us: s.op.p50_us, op_p99_us: s.op.p99_us, op_min_us: s.op.min_us, grpc_p50_us: s.grpc.p50_us, redis_p50_us: s.redis.p50_us, floor_p50_us: s.floor_p50_us })),
-      watchers: WATCHERS, watchers_live_after_ms: allLiveMs, watchers_never_live: pending.length, stream_errors: streamErrors,
-      event_delivery_stamp_to_arrival: delivery, event_delivery_issue_to_arrival: issueLat, events_not_delivered: lost,
-      fanout_first_arrival: fanF ?? null, fanout_last_arrival: fanL ?? null,
+      ...watcherFields(w, WATCHERS),
       samples: N, machine: { ...m0, loadavg_start: load0.map(r2), loadavg_end: load1.map(r2) }, date: new Date().toISOString(),
     };
     // ---- report
@@ -275,6 +186,233 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
   }
 }
 
+interface WatcherPhaseInput {
+  /** The service's "host:port". */
+  readonly address: string;
+  /** Direct store access: the toggles that make events go straight to Redis. */
+  readonly store: LineStore;
+  readonly id: (i: number) => string;
+  /** Lease token of chip i (registered, line 0 an output). Chips 0..watchers are used. */
+  readonly tokens: readonly string[];
+  readonly watchers: number;
+  readonly samples: number;
+  readonly cleanup: (() => Promise<void> | void)[];
+}
+
+interface WatcherPhaseResult {
+  readonly allLiveMs: number;
+  /** Watchers whose stream never delivered (failed streams included). */
+  readonly pending: readonly number[];
+  readonly streamErrors: number;
+  readonly firstStreamError: string | undefined;
+  readonly delivery: Summary;
+  readonly issueLat: Summary;
+  readonly lost: number;
+  readonly fanF: Summary | undefined;
+  readonly fanL: Summary | undefined;
+  readonly fanLive: boolean;
+  readonly connections: number;
+}
+
+function watcherFields(w: WatcherPhaseResult, watchers: number): Record<string, unknown> {
+  return {
+    watchers, watchers_live_after_ms: w.allLiveMs, watchers_never_live: w.pending.length, stream_errors: w.streamErrors,
+    ...(w.firstStreamError !== undefined ? { first_stream_error: w.firstStreamError } : {}),
+    watcher_channels: WATCH_CHANNELS, watcher_tcp_connections: w.connections,
+    event_delivery_stamp_to_arrival: w.delivery, event_delivery_issue_to_arrival: w.issueLat, events_not_delivered: w.lost,
+    fanout_first_arrival: w.fanF ?? null, fanout_last_arrival: w.fanL ?? null,
+  };
+}
+
+/** Established TCP connections to the service's port (`ss`; -1 when it cannot tell). */
+function connectionsTo(address: string): number {
+  const port = address.slice(address.lastIndexOf(':') + 1);
+  try {
+    return execFileSync('ss', ['-tnH', 'state', 'established', `( dport = :${port} )`], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() !== '').length;
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * WATCH_CHANNELS clients, one WatchEvents stream per chip 0..watchers-1, round robin:
+ * time until every stream delivered its first event, then delivery latency, then a
+ * fan-out of `watchers` more streams on chip `watchers`. A stream that fails is counted
+ * and not waited for (it cannot deliver any more).
+ */
+async function watcherPhase(o: WatcherPhaseInput): Promise<WatcherPhaseResult> {
+  const { id, tokens, store, samples: N } = o;
+  const WATCHERS = o.watchers;
+  // grpc-js shares one connection (subchannel) among clients of the same target and
+  // options: these "channels" are one HTTP/2 connection (measured: watcher_tcp_connections).
+  const channels: LineStateClient[] = Array.from({ length: WATCH_CHANNELS }, () => createLineStateClient(o.address, { deadlineMs: 30_000 }));
+  for (const c of channels) o.cleanup.unshift(() => c.close());
+  const handles: WatchHandle[] = [];
+  o.cleanup.unshift(() => { for (const h of handles) h.cancel(); });
+  const waiting = new Map<string, (e: { timestampNs: string }) => void>();
+  let streamErrors = 0;
+  let firstStreamError: string | undefined;
+  const failed = new Set<number>();
+  const onError = (w: number) => (e: Error): void => {
+    streamErrors++;
+    failed.add(w);
+    firstStreamError ??= e.message;
+  };
+  const t0 = performance.now();
+  for (let w = 0; w < WATCHERS; w++) {
+    const chip = id(w);
+    handles.push((channels[w % WATCH_CHANNELS] as LineStateClient).watchEvents({ chips: [chip] }, (e) => {
+      const f = waiting.get(e.chip);
+      if (f !== undefined) {
+        waiting.delete(e.chip);
+        f(e);
+      }
+    }, onError(w)));
+  }
+  const levels = new Uint8Array(WATCHERS + 1);
+  /** Toggle line 0 of watched chip w (directly on Redis) and wait for the event on its stream. */
+  const toggle = (w: number, timeoutMs: number): Promise<{ stampToArrival: bigint; issueToArrival: bigint } | undefined> =>
+    new Promise((res) => {
+      const chip = id(w);
+      const issued = process.hrtime.bigint();
+      const timer = setTimeout(() => { waiting.delete(chip); res(undefined); }, timeoutMs);
+      waiting.set(chip, (e) => {
+        const arrivedNs = nowNs(), arrived = process.hrtime.bigint();
+        clearTimeout(timer);
+        res({ stampToArrival: arrivedNs - BigInt(e.timestampNs), issueToArrival: arrived - issued });
+      });
+      const v = (levels[w] = 1 - (levels[w] ?? 0));
+      void store.lineOp({ chip, leaseToken: BigInt(tokens[w] ?? '0'), op: 5, offset: 0, value: v }).catch(() => {});
+    });
+  // every stream is live once its chip's toggle arrives; retry the ones still opening
+  let pending = Array.from({ length: WATCHERS }, (_, w) => w);
+  let never: number[] = [];
+  for (let attempt = 0; attempt < 60 && pending.length > 0; attempt++) {
+    const still: number[] = [];
+    const now = pending;
+    await inParallel(now.length, 50, async (k) => {
+      const w = now[k] ?? 0;
+      if (failed.has(w)) never.push(w);
+      else if ((await toggle(w, 1000)) === undefined) still.push(w);
+    });
+    pending = still;
+  }
+  never = never.concat(pending);
+  const allLiveMs = Math.round(performance.now() - t0);
+  const connections = connectionsTo(o.address);
+  console.log(`${WATCHERS} watchers live after ${allLiveMs} ms (${never.length} never delivered, ${streamErrors} stream errors${firstStreamError !== undefined ? `, first: ${firstStreamError}` : ''}; ${WATCH_CHANNELS} clients on ${connections} TCP connection(s))`);
+  const live = Array.from({ length: WATCHERS }, (_, w) => w).filter((w) => !never.includes(w));
+  const stamp: bigint[] = [], issue: bigint[] = [];
+  let lost = 0;
+  for (let i = 0; i < N && live.length > 0; i++) {
+    const r = await toggle(live[Math.floor(Math.random() * live.length)] ?? 0, 5000);
+    if (r === undefined) lost++;
+    else {
+      stamp.push(r.stampToArrival);
+      issue.push(r.issueToArrival);
+    }
+  }
+  const delivery = summarize(stamp), issueLat = summarize(issue);
+  console.log(`delivery with ${WATCHERS} watchers: event stamp -> arrival p50 ${delivery.p50_us} p99 ${delivery.p99_us} µs; op issue -> arrival p50 ${issueLat.p50_us} p99 ${issueLat.p99_us} µs; ${lost} not delivered`);
+
+  // fan-out: WATCHERS more streams on one chip; time from op issue to the first and the last arrival
+  const fanChip = id(WATCHERS);
+  let arrivals = 0, first = 0n, last = 0n, issuedAt = 0n;
+  let fanDone: (() => void) | undefined;
+  for (let w = 0; w < WATCHERS; w++) {
+    handles.push((channels[w % WATCH_CHANNELS] as LineStateClient).watchEvents({ chips: [fanChip] }, () => {
+      const t = process.hrtime.bigint();
+      if (arrivals === 0) first = t - issuedAt;
+      arrivals++;
+      last = t - issuedAt;
+      if (arrivals === WATCHERS) fanDone?.();
+    }, onError(WATCHERS)));
+  }
+  const fanTok = BigInt(tokens[WATCHERS] ?? '0');
+  let fanLevel = 0;
+  const fanOnce = async (timeoutMs: number): Promise<boolean> => {
+    arrivals = 0;
+    const done = new Promise<boolean>((res) => {
+      const timer = setTimeout(() => res(false), timeoutMs);
+      fanDone = () => { clearTimeout(timer); res(true); };
+    });
+    issuedAt = process.hrtime.bigint();
+    fanLevel = 1 - fanLevel;
+    await store.lineOp({ chip: fanChip, leaseToken: fanTok, op: 5, offset: 0, value: fanLevel });
+    return done;
+  };
+  let fanLive = false;
+  for (let attempt = 0; attempt < 60 && !fanLive && !failed.has(WATCHERS); attempt++) fanLive = await fanOnce(1000);
+  const fanFirst: bigint[] = [], fanLast: bigint[] = [];
+  const FAN_N = 100;
+  for (let i = 0; i < FAN_N && fanLive; i++) {
+    if (await fanOnce(5000)) {
+      fanFirst.push(first);
+      fanLast.push(last);
+    }
+  }
+  const fanF = fanFirst.length > 0 ? summarize(fanFirst) : undefined, fanL = fanLast.length > 0 ? summarize(fanLast) : undefined;
+  console.log(`fan-out to ${WATCHERS} watchers of one chip: first arrival p50 ${fanF?.p50_us} µs, last arrival p50 ${fanL?.p50_us} p99 ${fanL?.p99_us} µs (${connectionsTo(o.address)} TCP connection(s), ${streamErrors} stream errors)`);
+  return { allLiveMs, pending: never, streamErrors, firstStreamError, delivery, issueLat, lost, fanF, fanL, fanLive, connections };
+}
+
+/**
+ * Only the watcher phase (--watchers-only): register `chips` chips, run it, and merge
+ * its figures into bench/results/scale.json (the other suites' figures stay).
+ */
+export async function runWatcherPhaseOnly(o: { chips?: number; watchers?: number; samples?: number } = {}): Promise<Record<string, unknown>> {
+  const CHIPS = o.chips ?? 5000;
+  const WATCHERS = Math.min(o.watchers ?? 1000, CHIPS - 1);
+  const N = o.samples ?? 1500;
+  const m0 = machine();
+  const load0 = loadavg();
+  console.log(`machine: ${machineText(m0)} (load ${load0.map(r2).join(' ')})`);
+  if (process.env['GPIOFABRIC_TEST_CONTAINERS'] === undefined) process.env['GPIOFABRIC_TEST_CONTAINERS'] = '0';
+  const cleanup: (() => Promise<void> | void)[] = [];
+  try {
+    const redis = await startRedis();
+    cleanup.unshift(() => redis.stop());
+    const fabric = `scale-${process.pid}`;
+    const svc = await startProc(PERF, ['--service', redis.url, fabric]);
+    cleanup.unshift(() => svc.stop());
+    const store = await createRedisStore({ url: redis.url, fabric, commandTimeoutMs: 30_000 });
+    cleanup.unshift(() => store.close());
+    const id = (i: number): string => `s${String(i).padStart(5, '0')}`;
+    const tokens: string[] = [];
+    const r0 = performance.now();
+    await inParallel(CHIPS, 256, async (i) => {
+      const r = await store.registerChip({ chip: id(i), ngpio: LINES, names: [], owner: 'bench-scale', leaseTtlMs: 600_000 });
+      tokens[i] = r.leaseToken.toString();
+      await store.lineOp({ chip: id(i), leaseToken: r.leaseToken, op: 3, offset: 0, value: 1 });
+    });
+    console.log(`${CHIPS} chips registered in ${Math.round(performance.now() - r0)} ms`);
+    const w = await watcherPhase({ address: svc.ready, store, id, tokens, watchers: WATCHERS, samples: N, cleanup });
+    const load1 = loadavg();
+    const fields = {
+      ...watcherFields(w, WATCHERS), watcher_phase_chips: CHIPS, watcher_phase_samples: N,
+      watcher_phase_machine: { ...m0, loadavg_start: load0.map(r2), loadavg_end: load1.map(r2) }, watcher_phase_date: new Date().toISOString(),
+    };
+    let prev: Record<string, unknown> = {};
+    try {
+      prev = JSON.parse(readFileSync(RESULT_FILE, 'utf8')) as Record<string, unknown>;
+    } catch {
+      // no earlier results
+    }
+    mkdirSync(dirname(RESULT_FILE), { recursive: true });
+    writeFileSync(RESULT_FILE, `${JSON.stringify({ ...prev, ...fields }, null, 2)}\n`);
+    console.log(`merged the watcher figures into ${RESULT_FILE}`);
+    return fields;
+  } finally {
+    for (const f of cleanup) {
+      try {
+        await f();
+      } catch {
+        // best effort
+      }
+    }
+  }
+}
+
 export const suite: BenchSuite = {
   description: 'Redis memory per line, op latency from 10 to 5,000 chips, 1,000 event watchers on one service',
   run: async () => { await runScaleBench(); },
@@ -282,8 +420,8 @@ export const suite: BenchSuite = {
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
 if (isMain) {
-  const { values } = parseArgs({ options: { chips: { type: 'string' }, watchers: { type: 'string' }, samples: { type: 'string' } } });
-  await runScaleBench({
+  const { values } = parseArgs({ options: { chips: { type: 'string' }, watchers: { type: 'string' }, samples: { type: 'string' }, 'watchers-only': { type: 'boolean' } } });
+  await (values['watchers-only'] === true ? runWatcherPhaseOnly : runScaleBench)({
     ...(values.chips !== undefined ? { chips: Number(values.chips) } : {}),
     ...(values.watchers !== undefined ? { watchers: Number(values.watchers) } : {}),
     ...(values.samples !== undefined ? { samples: Number(values.samples) } : {}),
