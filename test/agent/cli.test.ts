@@ -4,11 +4,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Frontend, Gpio } from '../support/frontend.ts';
+import { startProc as startFabricProc, type FabricProc } from '../faults/support.ts';
 
 const BIN = 'bin/gpio-fabric.mjs';
 
@@ -17,50 +18,17 @@ function cli(...args: string[]): { code: number; stdout: string; stderr: string 
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Start a long-running command; resolves once stdout matches `ready`. */
-async function startProc(args: string[], ready: RegExp): Promise<{ proc: ChildProcess; match: RegExpMatchArray; output: () => string }> {
-  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  proc.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
-  const match = await new Promise<RegExpMatchArray>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready in 20 s:\n${out}\n${err}`)), 20_000);
-    proc.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = out.match(ready);
-      if (m !== null) {
-        clearTimeout(timer);
-        resolve(m);
-      }
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`exited with ${code}:\n${out}\n${err}`));
-    });
-  });
-  return { proc, match, output: () => out + err };
-}
-
-async function stop(proc: ChildProcess): Promise<number | null> {
-  if (proc.exitCode !== null) return proc.exitCode;
-  return new Promise((resolve) => {
-    const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-    proc.once('exit', (code) => {
-      clearTimeout(t);
-      resolve(code);
-    });
-    proc.kill('SIGTERM');
-  });
-}
+/** Start a long-running gpio-fabric command; resolves once stdout matches `ready`. */
+const startProc = (args: string[], ready: RegExp): Promise<FabricProc> => startFabricProc(args[0] ?? 'gpio-fabric', args, ready);
 
 test('gpio-fabric up: agents answer a guest and the operator CLI sees and drives its lines', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'gf-up-'));
-  const { proc, match, output } = await startProc(['up', '--listen', '127.0.0.1:0', '--dir', dir, '--lines', '4'], /line-state service on (127\.0\.0\.1:\d+)/);
-  const server = match[1] as string;
+  const p = await startProc(['up', '--listen', '127.0.0.1:0', '--dir', dir, '--lines', '4'], /line-state service on (127\.0\.0\.1:\d+)/);
+  const server = p.match[1] as string;
   const fe = await Frontend.connect(join(dir, 'vm-a.sock'));
   try {
-    assert.match(output(), /-device vhost-user-gpio-pci,chardev=gpio-vm-a/);
-    assert.match(output(), /memory-backend-memfd,id=mem,size=1G,share=on/);
+    assert.match(p.output(), /-device vhost-user-gpio-pci,chardev=gpio-vm-a/);
+    assert.match(p.output(), /memory-backend-memfd,id=mem,size=1G,share=on/);
     await fe.start();
     assert.equal((await fe.request(Gpio.SET_VALUE, 2, 1)).status, 0);
     assert.equal((await fe.request(Gpio.SET_DIRECTION, 2, 1)).status, 0);
@@ -77,17 +45,17 @@ test('gpio-fabric up: agents answer a guest and the operator CLI sees and drives
     assert.deepEqual([(await fe.request(Gpio.GET_VALUE, 3)).value], [0]);
   } finally {
     fe.close();
-    const code = await stop(proc);
+    const code = await p.stop();
     rmSync(dir, { recursive: true, force: true });
-    assert.equal(code, 0, output());
+    assert.equal(code, 0, p.output());
   }
 });
 
 test('gpio-fabric agent --standalone --listen: a lone VM whose lines an operator reads and drives', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'gf-agent-cli-'));
   const sock = join(dir, 'vm-x.sock');
-  const { proc, match, output } = await startProc(['agent', '--standalone', '--listen', '127.0.0.1:0', '--socket', sock, '--chip', 'vm-x', '--lines', '3', '--names', 'led,btn', '--pull', 'up', '--print-qemu'], /line-state API for vm-x on (127\.0\.0\.1:\d+)/);
-  const server = match[1] as string;
+  const p = await startProc(['agent', '--standalone', '--listen', '127.0.0.1:0', '--socket', sock, '--chip', 'vm-x', '--lines', '3', '--names', 'led,btn', '--pull', 'up', '--print-qemu'], /line-state API for vm-x on (127\.0\.0\.1:\d+)/);
+  const server = p.match[1] as string;
   const fe = await Frontend.connect(sock);
   try {
     await fe.start();
@@ -103,12 +71,12 @@ test('gpio-fabric agent --standalone --listen: a lone VM whose lines an operator
     await fe.request(Gpio.SET_DIRECTION, 0, 1);
     const got = cli('get', 'vm-x:led', '--json', '--server', server);
     assert.equal((JSON.parse(got.stdout) as { level: number }).level, 0);
-    assert.match(output(), /vhost-user-gpio-pci/);
+    assert.match(p.output(), /vhost-user-gpio-pci/);
   } finally {
     fe.close();
-    const code = await stop(proc);
+    const code = await p.stop();
     rmSync(dir, { recursive: true, force: true });
-    assert.equal(code, 0, output());
+    assert.equal(code, 0, p.output());
   }
 });
 

@@ -4,13 +4,14 @@
  * refused as usage errors.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../support/redis.ts';
 import { httpGet, parseExposition } from './exposition.ts';
+import { startProc as startFabricProc, type FabricProc } from '../faults/support.ts';
 
 const BIN = 'bin/gpio-fabric.mjs';
 const METRICS_LINE = /metrics on http:\/\/(127\.0\.0\.1:\d+)\/metrics/;
@@ -20,46 +21,9 @@ function cli(...args: string[]): { code: number; stdout: string; stderr: string 
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Start a long-running command; resolves once stdout matches `ready`. */
-async function startProc(args: string[], ready: RegExp): Promise<{ proc: ChildProcess; match: RegExpMatchArray }> {
-  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  proc.stderr?.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  const match = await new Promise<RegExpMatchArray>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`not ready in 20 s:\n${out}\n${err}`));
-    }, 20_000);
-    proc.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = out.match(ready);
-      if (m !== null) {
-        clearTimeout(timer);
-        resolve(m);
-      }
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`exited with ${code}:\n${out}\n${err}`));
-    });
-  });
-  return { proc, match };
-}
-
-async function stop(proc: ChildProcess): Promise<number | null> {
-  if (proc.exitCode !== null) return proc.exitCode;
-  return new Promise((resolve) => {
-    const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-    proc.once('exit', (code) => {
-      clearTimeout(t);
-      resolve(code);
-    });
-    proc.kill('SIGTERM');
-  });
-}
+/** Start a long-running gpio-fabric command; resolves once stdout matches `ready`. */
+const startProc = (args: string[], ready: RegExp): Promise<FabricProc> => startFabricProc(args[0] ?? 'gpio-fabric', args, ready);
+const stop = (p: FabricProc): Promise<number | null> => p.stop();
 
 test('invalid --metrics values are usage errors (exit 2)', () => {
   for (const args of [
@@ -76,9 +40,9 @@ test('invalid --metrics values are usage errors (exit 2)', () => {
 });
 
 test('serve --metrics: the line-state series and /healthz on the printed address; SIGTERM exits 0', async () => {
-  const { proc, match } = await startProc(['serve', '--listen', '127.0.0.1:0', '--metrics', '127.0.0.1:0'], METRICS_LINE);
+  const served = await startProc(['serve', '--listen', '127.0.0.1:0', '--metrics', '127.0.0.1:0'], METRICS_LINE);
   try {
-    const addr = match[1]!;
+    const addr = served.match[1]!;
     const m = await httpGet(addr, '/metrics');
     assert.equal(m.status, 200);
     const e = parseExposition(m.body);
@@ -87,7 +51,7 @@ test('serve --metrics: the line-state series and /healthz on the printed address
     assert.equal(e.types.get('gpiofabric_agent_requests_total'), undefined, 'no agent in this process');
     assert.deepEqual(await httpGet(addr, '/healthz').then((r) => [r.status, r.body]), [200, 'ok\n']);
   } finally {
-    assert.equal(await stop(proc), 0);
+    assert.equal(await stop(served), 0);
   }
 });
 
@@ -102,7 +66,7 @@ test('agent --metrics: standalone is healthy; a remote agent without a service i
       assert.equal(e.value('gpiofabric_agent_frontend_connected', { chip: 'vm-c' }), 0);
       assert.equal((await httpGet(addr, '/healthz')).status, 200);
     } finally {
-      assert.equal(await stop(solo.proc), 0);
+      assert.equal(await stop(solo), 0);
     }
     // nothing listens on this port: registration keeps failing
     const dead = `127.0.0.1:${await freePort()}`;
@@ -115,7 +79,7 @@ test('agent --metrics: standalone is healthy; a remote agent without a service i
       const e = parseExposition((await httpGet(addr, '/metrics')).body);
       assert.ok(e.value('gpiofabric_agent_reconnects_total', { chip: 'vm-d', what: 'register' }) >= 1, 'registration retries are counted');
     } finally {
-      assert.equal(await stop(remote.proc), 0);
+      assert.equal(await stop(remote), 0);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -124,16 +88,16 @@ test('agent --metrics: standalone is healthy; a remote agent without a service i
 
 test('up --metrics: the service and every agent on one endpoint, told apart by chip', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'gf-metrics-up-'));
-  const { proc, match } = await startProc(['up', '--listen', '127.0.0.1:0', '--metrics', '127.0.0.1:0', '--dir', dir, '--vms', 'vm-a,vm-b', '--lines', '2'], /Metrics: http:\/\/(127\.0\.0\.1:\d+)\/metrics/);
+  const served = await startProc(['up', '--listen', '127.0.0.1:0', '--metrics', '127.0.0.1:0', '--dir', dir, '--vms', 'vm-a,vm-b', '--lines', '2'], /Metrics: http:\/\/(127\.0\.0\.1:\d+)\/metrics/);
   try {
-    const addr = match[1]!;
+    const addr = served.match[1]!;
     const e = parseExposition((await httpGet(addr, '/metrics')).body);
     for (const chip of ['vm-a', 'vm-b']) assert.ok(e.has('gpiofabric_agent_requests_total', { chip, type: 'GET_VALUE', outcome: 'ok' }), chip);
     assert.equal(e.value('gpiofabric_linestate_chips', { state: 'online' }), 2);
     assert.equal(e.value('gpiofabric_linestate_rpcs_total', { method: 'RegisterChip', code: 'OK' }), 2);
     assert.equal((await httpGet(addr, '/healthz')).status, 200);
   } finally {
-    assert.equal(await stop(proc), 0);
+    assert.equal(await stop(served), 0);
     rmSync(dir, { recursive: true, force: true });
   }
 });
