@@ -2,7 +2,7 @@
  * gpio-fabric command dispatcher. Each subcommand lives in ./commands/<name>.ts and is
  * loaded only when used, so `gpio-fabric agent` does not load the operator tooling.
  */
-import { isFabricError } from '../../common/src/errors.ts';
+import { ConfigError, isFabricError } from '../../common/src/errors.ts';
 import { UsageError, type Command } from './command.ts';
 
 const commands: Record<string, () => Promise<{ command: Command }>> = {
@@ -55,7 +55,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     return await command.run(rest);
   } catch (e) {
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || e instanceof ConfigError) {
       console.error(`gpio-fabric ${name}: ${e.message}\nRun \`gpio-fabric ${name} --help\` for usage.`);
       return 2;
     }

@@ -9,7 +9,7 @@ import { parseLineRef } from '../../common/src/line-model.ts';
 import type { LineRef } from '../../common/src/gen/gpiofabric/v1/linestate.ts';
 import { createLineStateClient, type LineStateClient } from '../../linestate/src/client.ts';
 import { UsageError } from './command.ts';
-import { TLS_CLIENT_HELP, TlsConfigError, tlsFilesFrom, tlsOptions, type TlsFiles } from '../../common/src/tls.ts';
+import { TLS_CLIENT_HELP, tlsFilesFrom, tlsOptions } from '../../common/src/tls.ts';
 
 export const DEFAULT_SERVER = '127.0.0.1:7070';
 
@@ -26,26 +26,11 @@ export interface ServerFlags {
   readonly 'tls-ca'?: string | undefined;
 }
 
-/** The client TLS files of the flags / environment (undefined = plaintext); bad combinations are usage errors. */
-export function clientTls(values: ServerFlags): TlsFiles | undefined {
-  try {
-    return tlsFilesFrom(values);
-  } catch (e) {
-    if (e instanceof TlsConfigError) throw new UsageError(e.message);
-    throw e;
-  }
-}
-
-/** A client of the service for these flags (address and TLS); unreadable TLS files are usage errors. */
+/** A client of the service for these flags (address and TLS); bad TLS options and unreadable files are ConfigErrors (usage errors). */
 export function clientFor(values: ServerFlags): LineStateClient {
   const address = serverAddress(values.server);
-  const tls = clientTls(values);
-  try {
-    return createLineStateClient(address, tls !== undefined ? { tls } : {});
-  } catch (e) {
-    if (e instanceof TlsConfigError) throw new UsageError(e.message);
-    throw e;
-  }
+  const tls = tlsFilesFrom(values);
+  return createLineStateClient(address, tls !== undefined ? { tls } : {});
 }
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -77,7 +62,7 @@ export async function withClient<T>(flags: ServerFlags | string | undefined, fn:
   try {
     return await fn(client);
   } catch (e) {
-    throw reachable(e, address, clientTls(values) !== undefined);
+    throw reachable(e, address, tlsFilesFrom(values) !== undefined);
   } finally {
     client.close();
   }

@@ -36,3 +36,11 @@ export const unavailable = (msg: string, cause?: unknown): FabricError =>
 export function isFabricError(e: unknown): e is FabricError {
   return e instanceof FabricError;
 }
+
+/**
+ * A configuration the user gave that cannot be used (a flag value, a file named by a
+ * flag). The CLI reports it like a usage error: the message and exit code 2.
+ */
+export class ConfigError extends Error {
+  override readonly name: string = 'ConfigError';
+}

@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import { ConfigError } from './errors.ts';
 
 /** Prefix of every series the fabric exports (prom-client's defaults included). */
 export const METRIC_PREFIX = 'gpiofabric_';
@@ -20,7 +21,7 @@ export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9464';
 export const SAMPLE_CACHE_MS = 1000;
 
 /** A `--metrics` value that is not HOST:PORT. */
-export class MetricsAddressError extends Error {
+export class MetricsAddressError extends ConfigError {
   override readonly name = 'MetricsAddressError';
 }
 

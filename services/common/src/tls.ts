@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { ChannelCredentials, ServerCredentials, type ChannelOptions } from '@grpc/grpc-js';
+import { ConfigError } from './errors.ts';
 
 /** Environment variables read when the matching flag is absent (how Kubernetes mounts secrets). */
 export const TLS_ENV = {
@@ -46,7 +47,7 @@ export interface TlsFiles {
 }
 
 /** A TLS option or file that cannot be used (a usage error for the CLI). */
-export class TlsConfigError extends Error {
+export class TlsConfigError extends ConfigError {
   override readonly name = 'TlsConfigError';
 }
 

@@ -1,11 +1,11 @@
 import { createLogger } from '../../../common/src/log.ts';
 import { startAgent, MAX_AGENT_NGPIO, type RunningAgent } from '../../../agent/src/agent.ts';
 import { UsageError, type Command } from '../command.ts';
-import { clientTls, parse, serverAddress } from '../operator.ts';
-import { TLS_CLIENT_HELP, TlsConfigError, tlsOptions } from '../../../common/src/tls.ts';
+import { parse, serverAddress } from '../operator.ts';
+import { TLS_CLIENT_HELP, tlsFilesFrom, tlsOptions } from '../../../common/src/tls.ts';
 import { intArg, namesArg, pullArg, qemuArgs, QEMU_NOTE } from '../agent-options.ts';
 import { waitForSignal } from '../signals.ts';
-import { MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics, type MetricsServer } from '../../../common/src/metrics.ts';
+import { createMetricsRegistry, metricsFlag, startCommandMetrics, type MetricsServer } from '../../../common/src/metrics.ts';
 import { agentMetrics } from '../../../agent/src/metrics.ts';
 
 /** `gpio-fabric agent`: one vhost-user virtio-gpio backend for one VM. */
@@ -63,7 +63,7 @@ ${QEMU_NOTE}`,
     }, { min: 0, max: 0, what: 'no positional arguments' });
     const tlsFlagsGiven = values['tls-cert'] !== undefined || values['tls-key'] !== undefined || values['tls-ca'] !== undefined;
     if (values.standalone === true && tlsFlagsGiven) throw new UsageError('--tls-* secure the connection to the service: they do not go with --standalone');
-    const tls = values.standalone === true ? undefined : clientTls(values);
+    const tls = values.standalone === true ? undefined : tlsFilesFrom(values);
     if (values.socket === undefined) throw new UsageError('--socket PATH is required');
     if (values.chip === undefined) throw new UsageError('--chip ID is required');
     if (values.lines === undefined) throw new UsageError('--lines N is required');
@@ -75,13 +75,7 @@ ${QEMU_NOTE}`,
     if (!standalone && values.pull !== undefined) throw new UsageError('--pull only goes with --standalone (in a fabric, set bias with `gpio-fabric bias` or a topology)');
     const deadline = intArg('deadline', values.deadline, 2000, 10, 60_000);
     const leaseTtl = values['lease-ttl'] === undefined ? undefined : intArg('lease-ttl', values['lease-ttl'], 0, 500, 600_000);
-    let metricsAt: ReturnType<typeof metricsFlag>;
-    try {
-      metricsAt = metricsFlag(values.metrics, undefined);
-    } catch (e) {
-      if (e instanceof MetricsAddressError) throw new UsageError(e.message);
-      throw e;
-    }
+    const metricsAt = metricsFlag(values.metrics, undefined);
     const log = createLogger(`agent[${values.chip}]`);
     const registry = metricsAt !== undefined ? createMetricsRegistry() : undefined;
     const metrics = registry !== undefined ? agentMetrics(registry) : undefined;
@@ -138,7 +132,6 @@ ${QEMU_NOTE}`,
       }
     } catch (e) {
       for (const c of closers.reverse()) await c();
-      if (e instanceof TlsConfigError) throw new UsageError(e.message);
       throw e;
     }
     console.log(`agent ${values.chip}: ${ngpio} lines on ${agent.socketPath}`);

@@ -4,9 +4,9 @@ import { parse } from '../operator.ts';
 import type { LineStore } from '../../../linestate/src/store/store.ts';
 import { startLineStateServer } from '../../../linestate/src/server.ts';
 import { parseTopology } from '../../../linestate/src/topology.ts';
-import { DEFAULT_METRICS_ADDRESS, MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics } from '../../../common/src/metrics.ts';
+import { DEFAULT_METRICS_ADDRESS, createMetricsRegistry, metricsFlag, startCommandMetrics } from '../../../common/src/metrics.ts';
 import { lineStateMetrics, storeHealth } from '../../../linestate/src/metrics.ts';
-import { isLoopbackListen, TLS_SERVER_HELP, TlsConfigError, tlsFilesFrom, tlsOptions, type TlsFiles } from '../../../common/src/tls.ts';
+import { isLoopbackListen, TLS_SERVER_HELP, tlsFilesFrom, tlsOptions } from '../../../common/src/tls.ts';
 import { redisConnectError, redisTlsOptions } from '../redis-options.ts';
 
 /** `gpio-fabric serve`: run the line-state service. */
@@ -70,20 +70,8 @@ Without --tls-* the service speaks plaintext gRPC and authorizes nothing (fine o
     const fabric = values.fabric ?? 'default';
     if (values.fabric !== undefined && redis === undefined) throw new UsageError('--fabric names a fabric on Redis: give --redis URL too');
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(fabric)) throw new UsageError(`--fabric must be 1-64 characters of A-Z a-z 0-9 . _ -, not "${fabric}"`);
-    let metricsAt: ReturnType<typeof metricsFlag>;
-    try {
-      metricsAt = metricsFlag(values.metrics, DEFAULT_METRICS_ADDRESS);
-    } catch (e) {
-      if (e instanceof MetricsAddressError) throw new UsageError(e.message);
-      throw e;
-    }
-    let tls: TlsFiles | undefined;
-    try {
-      tls = tlsFilesFrom(values);
-    } catch (e) {
-      if (e instanceof TlsConfigError) throw new UsageError(e.message);
-      throw e;
-    }
+    const metricsAt = metricsFlag(values.metrics, DEFAULT_METRICS_ADDRESS);
+    const tls = tlsFilesFrom(values);
     if (tls !== undefined && tls.cert === undefined) throw new UsageError('serving TLS needs --tls-cert and --tls-key (--tls-ca alone is a client option)');
     const redisTls = redisTlsOptions(values, redis);
     let document: string | undefined;
@@ -117,13 +105,7 @@ Without --tls-* the service speaks plaintext gRPC and authorizes nothing (fine o
       }
       const registry = createMetricsRegistry();
       const metrics = lineStateMetrics({ registry, store, storeKind: redis !== undefined ? 'redis' : 'memory', log });
-      let server;
-      try {
-        server = await startLineStateServer({ store, listen, log, metrics, ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}), ...(tls !== undefined ? { tls } : {}) });
-      } catch (e) {
-        if (e instanceof TlsConfigError) throw new UsageError(e.message);
-        throw e;
-      }
+      const server = await startLineStateServer({ store, listen, log, metrics, ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}), ...(tls !== undefined ? { tls } : {}) });
       if (tls === undefined && !isLoopbackListen(server.address)) {
         log(`WARNING: listening on ${server.address} without TLS: anyone who reaches this port can drive every line (use --tls-cert/--tls-key/--tls-ca, docs/security.md)`);
       } else if (tls !== undefined && !server.authorizing) {

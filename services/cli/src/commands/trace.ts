@@ -1,6 +1,7 @@
+import { tlsFilesFrom } from '../../../common/src/tls.ts';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { UsageError, type Command } from '../command.ts';
-import { clientFor, clientTls, parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
+import { clientFor, parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
 import { ErrorCode, FabricError, invalidArgument, notFound } from '../../../common/src/errors.ts';
 import { parseLineRef } from '../../../common/src/line-model.ts';
 import type { LineState } from '../../../common/src/gen/gpiofabric/v1/linestate.ts';
@@ -250,7 +251,7 @@ See docs/trace.md for the file format and its limits.`,
     try {
       return await trace(client, values.vcd, targets, durationS, address);
     } catch (e) {
-      throw reachable(e, address, clientTls(values) !== undefined);
+      throw reachable(e, address, tlsFilesFrom(values) !== undefined);
     } finally {
       client.close();
     }

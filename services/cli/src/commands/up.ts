@@ -9,10 +9,10 @@ import { UsageError, type Command } from '../command.ts';
 import { parse } from '../operator.ts';
 import { intArg, qemuArgs, QEMU_NOTE } from '../agent-options.ts';
 import { waitForSignal } from '../signals.ts';
-import { DEFAULT_METRICS_ADDRESS, MetricsAddressError, createMetricsRegistry, metricsFlag, startCommandMetrics, type MetricsServer } from '../../../common/src/metrics.ts';
+import { DEFAULT_METRICS_ADDRESS, createMetricsRegistry, metricsFlag, startCommandMetrics, type MetricsServer } from '../../../common/src/metrics.ts';
 import { agentMetrics } from '../../../agent/src/metrics.ts';
 import { lineStateMetrics, storeHealth } from '../../../linestate/src/metrics.ts';
-import { redactUrl, TlsConfigError, tlsFilesFrom, tlsOptions, type TlsFiles } from '../../../common/src/tls.ts';
+import { redactUrl, tlsFilesFrom, tlsOptions, type TlsFiles } from '../../../common/src/tls.ts';
 import { redisConnectError, redisTlsOptions } from '../redis-options.ts';
 
 function defaultDir(): string {
@@ -67,13 +67,7 @@ ${QEMU_NOTE}`,
       metrics: { type: 'string' }, 'redis-tls-ca': { type: 'string' }, 'redis-tls-cert': { type: 'string' }, 'redis-tls-key': { type: 'string' },
       'agent-tls-cert': { type: 'string' }, 'agent-tls-key': { type: 'string' }, ...tlsOptions,
     }, { min: 0, max: 0, what: 'no positional arguments' });
-    let tls: TlsFiles | undefined;
-    try {
-      tls = tlsFilesFrom(values);
-    } catch (e) {
-      if (e instanceof TlsConfigError) throw new UsageError(e.message);
-      throw e;
-    }
+    const tls = tlsFilesFrom(values);
     if (tls !== undefined && tls.cert === undefined) throw new UsageError('TLS needs --tls-cert and --tls-key (the service\'s certificate)');
     const agentCert = values['agent-tls-cert'];
     const agentKey = values['agent-tls-key'];
@@ -92,13 +86,7 @@ ${QEMU_NOTE}`,
     const listen = values.listen ?? '127.0.0.1:7070';
     if (values.fabric !== undefined && values.redis === undefined) throw new UsageError('--fabric names a fabric on Redis: give --redis URL too');
     if (values.wire === true && vms.length < 2) throw new UsageError('--wire needs at least two VMs');
-    let metricsAt: ReturnType<typeof metricsFlag>;
-    try {
-      metricsAt = metricsFlag(values.metrics, DEFAULT_METRICS_ADDRESS);
-    } catch (e) {
-      if (e instanceof MetricsAddressError) throw new UsageError(e.message);
-      throw e;
-    }
+    const metricsAt = metricsFlag(values.metrics, DEFAULT_METRICS_ADDRESS);
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
     } catch (e) {
@@ -130,12 +118,7 @@ ${QEMU_NOTE}`,
     };
     try {
       const lsMetrics = lineStateMetrics({ registry, store, storeKind: values.redis !== undefined ? 'redis' : 'memory', log: (m) => log.warn(m) });
-      try {
-        server = await startLineStateServer({ store, listen, log: (m) => log.info(m), metrics: lsMetrics, ...(tls !== undefined ? { tls } : {}) });
-      } catch (e) {
-        if (e instanceof TlsConfigError) throw new UsageError(e.message);
-        throw e;
-      }
+      server = await startLineStateServer({ store, listen, log: (m) => log.info(m), metrics: lsMetrics, ...(tls !== undefined ? { tls } : {}) });
       const metrics = agentMetrics(registry);
       for (const chip of vms) {
         agents.push(await startAgent({ socketPath: join(dir, `${chip}.sock`), chip, ngpio, backend: { kind: 'remote', server: server.address, ...(agentTls !== undefined ? { tls: agentTls } : {}) }, log: createLogger(`agent[${chip}]`), metrics }));

@@ -1,5 +1,6 @@
+import { tlsFilesFrom } from '../../../common/src/tls.ts';
 import { UsageError, type Command } from '../command.ts';
-import { clientFor, clientTls, edgeText, parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
+import { clientFor, edgeText, parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
 import { parseLineRef } from '../../../common/src/line-model.ts';
 import type { LineEvent, WatchEventsRequest } from '../../../common/src/gen/gpiofabric/v1/linestate.ts';
 
@@ -98,7 +99,7 @@ ${SERVER_HELP}`,
         );
       });
     } catch (e) {
-      throw reachable(e, address, clientTls(values) !== undefined);
+      throw reachable(e, address, tlsFilesFrom(values) !== undefined);
     } finally {
       client.close();
     }
