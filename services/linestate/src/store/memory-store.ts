@@ -19,6 +19,7 @@ import {
   resolveLeaseTtl,
 } from './validate.ts';
 import type { TopologyChange } from './validate.ts';
+import { EventListeners } from './listeners.ts';
 
 export interface MemoryStoreOptions {
   /** Lease TTL used when a registration asks for 0 (default 10000 ms). */
@@ -68,12 +69,6 @@ interface MNet {
   contentionCount: bigint;
 }
 
-interface Listener {
-  readonly chips: ReadonlySet<string> | undefined;
-  readonly fn: (e: LineEventRecord) => void;
-  active: boolean;
-}
-
 const driveLevel = (v: DriveValue): Level | undefined => (v === DriveValue.HIGH ? 1 : v === DriveValue.LOW ? 0 : undefined);
 
 const newLine = (): MLine => ({ direction: Direction.NONE, out: 0, irq: IrqType.NONE, bias: Pull.NONE, ext: DriveValue.RELEASE, net: '', level: 0 });
@@ -86,7 +81,7 @@ export function createMemoryStore(opts: MemoryStoreOptions = {}): LineStore {
 class MemoryStore implements LineStore {
   private readonly chips = new Map<string, MChip>();
   private readonly nets = new Map<string, MNet>();
-  private readonly listeners = new Set<Listener>();
+  private readonly listeners = new EventListeners();
   private netCounter = 0;
   private closed = false;
   private readonly defaultTtl: number;
@@ -455,19 +450,11 @@ class MemoryStore implements LineStore {
 
   async subscribe(chips: readonly string[], listener: (e: LineEventRecord) => void): Promise<EventSubscription> {
     this.open();
-    const l: Listener = { chips: chips.length === 0 ? undefined : new Set(chips), fn: listener, active: true };
-    this.listeners.add(l);
-    return {
-      close: () => {
-        l.active = false;
-        this.listeners.delete(l);
-      },
-    };
+    return this.listeners.add(chips, listener);
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const l of this.listeners) l.active = false;
     this.listeners.clear();
   }
 
@@ -591,19 +578,10 @@ class MemoryStore implements LineStore {
   }
 
   private deliver(events: readonly LineEventRecord[]): void {
-    const targets = [...this.listeners];
+    const targets = this.listeners.current();
     if (targets.length === 0) return;
     queueMicrotask(() => {
-      for (const e of events) {
-        for (const l of targets) {
-          if (!l.active || (l.chips !== undefined && !l.chips.has(e.chip))) continue;
-          try {
-            l.fn(e);
-          } catch {
-            // a listener's fault is its own; other listeners still get the event
-          }
-        }
-      }
+      for (const e of events) this.listeners.emit(e, targets);
     });
   }
 

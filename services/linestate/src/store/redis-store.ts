@@ -14,6 +14,7 @@ import type {
   NetInfo, RegisterChipInput, RegisterChipResult, Topology, WireInput,
 } from './store.ts';
 import { fabricKeys } from './keys.ts';
+import { EventListeners } from './listeners.ts';
 import type { FabricKeys } from './keys.ts';
 import {
   DEFAULT_EVENT_RETENTION, LEASE_TTL_MS, MAX_NET_MEMBERS, changeText, checkAfterSeq, checkChipId, checkDriveMode, checkDriveValue,
@@ -134,18 +135,12 @@ function waitReady(r: Redis, timeoutMs: number): Promise<void> {
   });
 }
 
-interface Listener {
-  readonly chips: ReadonlySet<string> | undefined;
-  readonly fn: (e: LineEventRecord) => void;
-  active: boolean;
-}
-
 type Dump = readonly unknown[];
 
 class RedisStore implements LineStore {
   private sub: Redis | undefined;
   private subReady: Promise<void> | undefined;
-  private readonly listeners = new Set<Listener>();
+  private readonly listeners = new EventListeners();
   /** Newest seq delivered per chip (detects gaps after a subscriber reconnect). */
   private readonly delivered = new Map<string, bigint>();
   private chain: Promise<void> = Promise.resolve();
@@ -304,20 +299,12 @@ class RedisStore implements LineStore {
   async subscribe(chips: readonly string[], listener: (e: LineEventRecord) => void): Promise<EventSubscription> {
     if (this.closed) throw new FabricError(ErrorCode.FAILED_PRECONDITION, 'the store is closed');
     await this.ensureSubscriber();
-    const l: Listener = { chips: chips.length === 0 ? undefined : new Set(chips), fn: listener, active: true };
-    this.listeners.add(l);
-    return {
-      close: () => {
-        l.active = false;
-        this.listeners.delete(l);
-      },
-    };
+    return this.listeners.add(chips, listener);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const l of this.listeners) l.active = false;
     this.listeners.clear();
     const conns = [this.redis, this.sub].filter((c): c is Redis => c !== undefined);
     await Promise.all(conns.map(async (c) => {
@@ -384,14 +371,7 @@ class RedisStore implements LineStore {
 
   private emit(e: LineEventRecord): void {
     this.delivered.set(e.chip, e.seq);
-    for (const l of this.listeners) {
-      if (!l.active || (l.chips !== undefined && !l.chips.has(e.chip))) continue;
-      try {
-        l.fn(e);
-      } catch {
-        // a listener's fault is its own
-      }
-    }
+    this.listeners.emit(e);
   }
 }
 
