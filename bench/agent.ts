@@ -22,7 +22,7 @@ import { Frontend, Gpio } from '../test/support/frontend.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { runKickCallBench } from './kick-call.ts';
 import { exitWithParent, startChild, redisServiceChild } from './lib/child.ts';
-import { machine, machineText } from './lib/machine.ts';
+import { machine, machineText, useLocalRedis } from './lib/machine.ts';
 import { sampleSequential, summarize, table, type Summary } from './lib/stats.ts';
 import type { BenchSuite } from './suites.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -71,7 +71,7 @@ export interface AgentBenchResult {
 export async function runAgentBench(opts: { iterations?: number; warmup?: number } = {}): Promise<AgentBenchResult> {
   const n = opts.iterations ?? 5000;
   const warmup = opts.warmup ?? 1000;
-  if (process.env['GPIOFABRIC_TEST_CONTAINERS'] === undefined) process.env['GPIOFABRIC_TEST_CONTAINERS'] = '0';
+  useLocalRedis();
   const kick = await runKickCallBench({ iterations: 20000 });
 
   const dir = mkdtempSync(join(tmpdir(), 'gf-bench-agent-'));

@@ -27,7 +27,7 @@ import { LineOpType } from '../services/common/src/gen/gpiofabric/v1/linestate.t
 import { createLineStateClient } from '../services/linestate/src/client.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { exitWithParent, startChild, redisServiceChild } from './lib/child.ts';
-import { machine, machineText } from './lib/machine.ts';
+import { machine, machineText, useLocalRedis } from './lib/machine.ts';
 import { sampleSequential, summarize, table, throughput, type Summary } from './lib/stats.ts';
 import type { BenchSuite } from './suites.ts';
 
@@ -112,7 +112,7 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
   const n = opts.iterations ?? 5000;
   const warmup = opts.warmup ?? 1000;
   const total = Math.max(n * 4, 20_000);
-  if (process.env['GPIOFABRIC_TEST_CONTAINERS'] === undefined) process.env['GPIOFABRIC_TEST_CONTAINERS'] = '0';
+  useLocalRedis();
   const redis = await startRedis();
   const cleanup: (() => Promise<void>)[] = [() => redis.stop()];
   try {

@@ -33,7 +33,7 @@ import type { LineStore } from '../services/linestate/src/store/store.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { mdTable, replaceBlock } from './lib/doc.ts';
 import { grpcFloor, redisFloor } from './lib/floors.ts';
-import { machine, machineText } from './lib/machine.ts';
+import { beginSuite, machineText } from './lib/machine.ts';
 import { lineChart } from './lib/png.ts';
 import { startProc, type BenchProc } from './lib/proc.ts';
 import { inParallel, measureRedisMemory } from './lib/redis-memory.ts';
@@ -57,10 +57,7 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
   const WATCHERS = Math.min(o.watchers ?? 1000, CHIPS - 1); // chip WATCHERS is the fan-out chip
   const N = o.samples ?? 1500;
   const steps = [10, 100, 1000, 5000].filter((s) => s < CHIPS).concat([CHIPS]);
-  const m0 = machine();
-  const load0 = loadavg();
-  console.log(`machine: ${machineText(m0)} (load ${load0.map(r2).join(' ')})`);
-  if (process.env['GPIOFABRIC_TEST_CONTAINERS'] === undefined) process.env['GPIOFABRIC_TEST_CONTAINERS'] = '0';
+  const { machine: m0, load: load0 } = beginSuite();
   const cleanup: (() => Promise<void> | void)[] = [];
   try {
     // ---- memory
@@ -364,10 +361,7 @@ export async function runWatcherPhaseOnly(o: { chips?: number; watchers?: number
   const CHIPS = o.chips ?? 5000;
   const WATCHERS = Math.min(o.watchers ?? 1000, CHIPS - 1);
   const N = o.samples ?? 1500;
-  const m0 = machine();
-  const load0 = loadavg();
-  console.log(`machine: ${machineText(m0)} (load ${load0.map(r2).join(' ')})`);
-  if (process.env['GPIOFABRIC_TEST_CONTAINERS'] === undefined) process.env['GPIOFABRIC_TEST_CONTAINERS'] = '0';
+  const { machine: m0, load: load0 } = beginSuite();
   const cleanup: (() => Promise<void> | void)[] = [];
   try {
     const redis = await startRedis();

@@ -19,3 +19,20 @@ export function machine(): Machine {
 }
 
 export const machineText = (m: Machine): string => `${m.cpu}, ${m.cores} cores, ${m.memory_gib} GiB, node ${m.node} (${m.platform}), load ${m.loadavg_1m}`;
+
+/**
+ * Benchmarks measure a redis-server spawned on this machine (test/support/redis.ts),
+ * never a container: a container's network path is not the floor being compared.
+ */
+export function useLocalRedis(): void {
+  if (process.env['GPIOFABRIC_TEST_CONTAINERS'] === undefined) process.env['GPIOFABRIC_TEST_CONTAINERS'] = '0';
+}
+
+/** Start of a suite: local Redis, and the machine and load averages printed and returned for the results file. */
+export function beginSuite(): { readonly machine: Machine; readonly load: readonly number[] } {
+  useLocalRedis();
+  const m = machine();
+  const load = loadavg();
+  console.log(`machine: ${machineText(m)} (load ${load.map((x) => Math.round(x * 100) / 100).join(' ')})`);
+  return { machine: m, load };
+}
