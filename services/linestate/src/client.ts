@@ -4,12 +4,13 @@
  * status, message from its details, cause = the ServiceError). Used by the CLI and by
  * the device agent's remote line backend.
  */
-import { status as GrpcStatus, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { status as GrpcStatus, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { ErrorCode, FabricError } from '../../common/src/errors.ts';
 import {
   LineStateServiceClient,
   type ApplyTopologyRequest, type ApplyTopologyResponse, type Chip, type DriveRequest, type DriveResponse, type GetLineRequest,
-  type GetNamesRequest, type GetNamesResponse, type LeaseRequest, type LineEvent, type LineOpRequest, type LineOpResponse,
+  type GetNamesRequest, type GetNamesResponse, type LeaseRequest, type LineEvent, type LineOpBatch, type LineOpRequest, type LineOpResponse,
+  type LineOpResultBatch,
   type LineState, type ListLinesRequest, type Net, type RegisterChipRequest, type RegisterChipResponse,
   type RenewLeaseResponse, type SetBiasRequest, type WatchEventsRequest, type WireRequest,
 } from '../../common/src/gen/gpiofabric/v1/linestate.ts';
@@ -31,8 +32,19 @@ export interface WatchHandle {
   cancel(): void;
 }
 
+/** A raw OpStream (op-stream.ts batches operations onto it). */
+export interface OpStreamHandle {
+  write(batch: LineOpBatch): void;
+  /** Half-close: the service answers what it has, then ends the stream. */
+  end(): void;
+  /** Stop the stream; no callback fires afterwards. */
+  cancel(): void;
+}
+
 export interface LineStateClient {
   readonly address: string;
+  /** Deadline of each call (ms). */
+  readonly deadlineMs: number;
   registerChip(req: RegisterChipRequest): Promise<RegisterChipResponse>;
   renewLease(req: LeaseRequest): Promise<RenewLeaseResponse>;
   releaseChip(req: LeaseRequest): Promise<void>;
@@ -52,6 +64,12 @@ export interface LineStateClient {
    * `onEnd` a clean end by the server; neither fires after `cancel()`.
    */
   watchEvents(req: WatchEventsRequest, onEvent: (e: LineEvent) => void, onError: (e: FabricError) => void, onEnd?: () => void): WatchHandle;
+  /**
+   * Open an OpStream. `onError` gets its failure (`unimplemented`: the service has no
+   * OpStream, so use LineOp) and `onEnd` a clean end by the service; neither fires after
+   * `cancel()`.
+   */
+  opStream(onResults: (b: LineOpResultBatch) => void, onError: (e: FabricError, unimplemented: boolean) => void, onEnd: () => void): OpStreamHandle;
   /** Resolves once the channel is connected (or rejects after `timeoutMs`). */
   waitForReady(timeoutMs?: number): Promise<void>;
   close(): void;
@@ -130,6 +148,7 @@ export function createLineStateClient(address: string, opts: LineStateClientOpti
   };
   return {
     address,
+    deadlineMs,
     registerChip: (req) => call(fns.registerChip, req),
     renewLease: (req) => call(fns.renewLease, req),
     releaseChip: async (req) => { await call(fns.releaseChip, req); },
@@ -160,6 +179,30 @@ export function createLineStateClient(address: string, opts: LineStateClientOpti
         cancel: () => {
           if (cancelled) return;
           cancelled = true;
+          stream.cancel();
+        },
+      };
+    },
+    opStream: (onResults, onError, onEnd) => {
+      const stream: ClientDuplexStream<LineOpBatch, LineOpResultBatch> = raw.opStream();
+      let over = false;
+      stream.on('data', (b: LineOpResultBatch) => { if (!over) onResults(b); });
+      stream.on('error', (e: ServiceError) => {
+        if (over) return;
+        over = true;
+        onError(fromServiceError(e), e.code === GrpcStatus.UNIMPLEMENTED);
+      });
+      stream.on('end', () => {
+        if (over) return;
+        over = true;
+        onEnd();
+      });
+      return {
+        write: (b) => { if (!over) stream.write(b); },
+        end: () => { if (!over) stream.end(); },
+        cancel: () => {
+          if (over) return;
+          over = true;
           stream.cancel();
         },
       };

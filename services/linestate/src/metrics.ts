@@ -13,14 +13,14 @@ import type { LineStore } from './store/store.ts';
 
 /** RPC method label values (LineStateService). */
 export const RPC_METHODS = [
-  'RegisterChip', 'RenewLease', 'ReleaseChip', 'LineOp', 'GetNames', 'WatchEvents', 'Wire', 'Unwire',
+  'RegisterChip', 'RenewLease', 'ReleaseChip', 'LineOp', 'OpStream', 'GetNames', 'WatchEvents', 'Wire', 'Unwire',
   'ListChips', 'ListLines', 'ListNets', 'GetLine', 'Drive', 'SetBias', 'ApplyTopology',
 ] as const;
 export type RpcMethod = (typeof RPC_METHODS)[number];
 
 /** Store operation label values (LineStore method names). */
 export const STORE_OPS = [
-  'registerChip', 'renewLease', 'releaseChip', 'lineOp', 'getNames', 'wire', 'unwire', 'listChips', 'getChips', 'listLines',
+  'registerChip', 'renewLease', 'releaseChip', 'lineOp', 'lineOps', 'getNames', 'wire', 'unwire', 'listChips', 'getChips', 'listLines',
   'listNets', 'getLine', 'drive', 'setBias', 'applyTopology', 'readEvents', 'subscribe',
 ] as const;
 type StoreOp = (typeof STORE_OPS)[number];
@@ -82,6 +82,7 @@ interface Observe {
 export class LineStateMetrics {
   readonly rpcs: Counter<'method' | 'code'>;
   readonly rpcDuration: Histogram<'method'>;
+  readonly streamOps: Counter<'code'>;
   readonly storeDuration: Histogram<'op' | 'store'>;
   readonly eventStreams: Gauge<'kind'>;
   readonly eventsSent: Counter;
@@ -95,6 +96,7 @@ export class LineStateMetrics {
   readonly #rpcCounters = new Map<string, Inc>();
   readonly #rpcDurations = new Map<string, Observe>();
   readonly #errorCounters = new Map<string, Inc>();
+  readonly #streamOpCounters = new Map<string, Inc>();
   readonly #storeOps = new Map<StoreOp, Observe>();
   readonly #store: LineStore;
   readonly #cacheMs: number;
@@ -115,6 +117,7 @@ export class LineStateMetrics {
     const self = this;
     this.rpcs = new Counter({ name: 'gpiofabric_linestate_rpcs_total', help: 'RPCs by method and gRPC status code name.', labelNames: ['method', 'code'], registers });
     this.rpcDuration = new Histogram({ name: 'gpiofabric_linestate_rpc_duration_seconds', help: 'Handler time of unary RPCs.', labelNames: ['method'], buckets, registers });
+    this.streamOps = new Counter({ name: 'gpiofabric_linestate_stream_ops_total', help: 'Line operations answered on OpStream streams, by gRPC status code name.', labelNames: ['code'], registers });
     this.storeDuration = new Histogram({ name: 'gpiofabric_linestate_store_duration_seconds', help: 'One store operation (Redis: one script round trip).', labelNames: ['op', 'store'], buckets, registers });
     this.eventStreams = new Gauge({ name: 'gpiofabric_linestate_event_streams', help: 'Open WatchEvents streams: agent (one chip resumed from a cursor) or watcher.', labelNames: ['kind'], registers });
     this.eventsSent = new Counter({ name: 'gpiofabric_linestate_events_sent_total', help: 'Events written to WatchEvents streams.', registers });
@@ -149,11 +152,12 @@ export class LineStateMetrics {
 
     for (const method of RPC_METHODS) {
       this.#rpcChild(method, 'OK').inc(0);
-      if (method !== 'WatchEvents') {
+      if (method !== 'WatchEvents' && method !== 'OpStream') {
         this.rpcDuration.zero({ method });
         this.#rpcDurations.set(method, this.rpcDuration.labels({ method }));
       }
     }
+    this.streamOps.labels({ code: 'OK' }).inc(0);
     for (const op of STORE_OPS) {
       this.storeDuration.zero({ op, store: opts.storeKind });
       this.#storeOps.set(op, this.storeDuration.labels({ op, store: opts.storeKind }));
@@ -174,14 +178,28 @@ export class LineStateMetrics {
     const name = grpcCodeName(code);
     this.#rpcChild(method, name).inc();
     if (seconds !== undefined) this.#rpcDurations.get(method)?.observe(seconds);
-    if (code !== GrpcStatus.OK) {
-      let c = this.#errorCounters.get(name);
-      if (c === undefined) {
-        c = this.errors.labels({ cause: name });
-        this.#errorCounters.set(name, c);
-      }
-      c.inc();
+    if (code !== GrpcStatus.OK) this.#error(name, 1);
+  }
+
+  #error(cause: string, n: number): void {
+    let c = this.#errorCounters.get(cause);
+    if (c === undefined) {
+      c = this.errors.labels({ cause });
+      this.#errorCounters.set(cause, c);
     }
+    c.inc(n);
+  }
+
+  /** `n` line operations of an OpStream batch answered with `code` (failures also count in errors_total). */
+  streamOpsAnswered(code: number, n = 1): void {
+    const name = grpcCodeName(code);
+    let c = this.#streamOpCounters.get(name);
+    if (c === undefined) {
+      c = this.streamOps.labels({ code: name });
+      this.#streamOpCounters.set(name, c);
+    }
+    c.inc(n);
+    if (code !== GrpcStatus.OK) this.#error(name, n);
   }
 
   streamOpened(kind: StreamKind): void {
@@ -223,6 +241,7 @@ export class LineStateMetrics {
       renewLease: (chip, token) => timed('renewLease', () => store.renewLease(chip, token)),
       releaseChip: (chip, token) => timed('releaseChip', () => store.releaseChip(chip, token)),
       lineOp: (input) => timed('lineOp', () => store.lineOp(input)),
+      lineOps: (chip, token, ops) => timed('lineOps', () => store.lineOps(chip, token, ops)),
       getNames: (chip) => timed('getNames', () => store.getNames(chip)),
       wire: (input) => timed('wire', () => store.wire(input)),
       unwire: (name) => timed('unwire', () => store.unwire(name)),

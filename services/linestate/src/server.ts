@@ -5,18 +5,20 @@
  */
 import {
   Server, status as GrpcStatus,
-  type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type StatusObject, type UntypedServiceImplementation,
+  type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type StatusObject, type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { invalidArgument, notFound, outOfRange } from '../../common/src/errors.ts';
 import {
   LineStateServiceService,
   type ApplyTopologyRequest, type ApplyTopologyResponse, type DriveRequest, type DriveResponse, type GetLineRequest,
-  type GetNamesRequest, type GetNamesResponse, type LeaseRequest, type LineEvent, type LineOpRequest, type LineOpResponse,
+  type GetNamesRequest, type GetNamesResponse, type LeaseRequest, type LineEvent, type LineOpBatch, type LineOpRequest, type LineOpResponse,
+  type LineOpResult, type LineOpResultBatch,
   type LineState, type ListChipsResponse, type ListLinesRequest, type ListLinesResponse, type ListNetsResponse, type Net,
   type RegisterChipRequest, type RegisterChipResponse, type ReleaseChipResponse, type RenewLeaseResponse, type SetBiasRequest,
   type UnwireRequest, type UnwireResponse, type WatchEventsRequest, type WireRequest,
 } from '../../common/src/gen/gpiofabric/v1/linestate.ts';
-import type { EventSubscription, LineEventRecord, LineStore } from './store/store.ts';
+import type { BatchLineOp, EventSubscription, LineEventRecord, LineStore } from './store/store.ts';
+import { MAX_OP_BATCH } from './store/validate.ts';
 import * as cv from './grpc/convert.ts';
 import { toStatusObject } from './grpc/status.ts';
 import { HealthService, healthImplementation } from './grpc/health.ts';
@@ -33,6 +35,8 @@ import { principalOf, serverCredentials, type Principal, type TlsFiles } from '.
 export const DEFAULT_LEASE_TTL_MS = 10_000;
 /** Page size of the backlog read of a resumed WatchEvents. */
 export const WATCH_BACKLOG_PAGE = 1000;
+/** An OpStream stops reading while this many of its batches are being answered (resumes at half). */
+export const OP_STREAM_MAX_PENDING_BATCHES = 64;
 /** Largest request the server accepts (a topology document of MAX_DOCUMENT_BYTES plus framing). */
 export const MAX_REQUEST_BYTES = MAX_DOCUMENT_BYTES + 64 * 1024;
 
@@ -144,6 +148,88 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
       const v = await store.lineOp({ chip: cv.chipId(req.chip), leaseToken: cv.u64(req.leaseToken, 'lease_token'), op, offset: req.offset, value });
       return { value: v };
     }),
+    opStream: (call: ServerDuplexStream<LineOpBatch, LineOpResultBatch>) => {
+      // Each batch is answered by one message, in the order its store call finishes
+      // (a client keeps per-line order by not sending a line's next op before the last
+      // one's result). The stream counts in rpcs_total once, when it ends.
+      let pending = 0;
+      let clientDone = false;
+      let closed = false;
+      let counted = false;
+      const count = (code: number): void => {
+        if (counted) return;
+        counted = true;
+        metrics?.rpc('OpStream', code);
+      };
+      const h = { end: () => endStream() };
+      const endStream = (): void => {
+        if (closed) return;
+        closed = true;
+        openStreams.delete(h);
+        if (!call.writableEnded) call.end();
+      };
+      openStreams.add(h);
+      const gone = (): void => {
+        closed = true;
+        openStreams.delete(h);
+        count(GrpcStatus.CANCELLED);
+      };
+      call.on('cancelled', gone);
+      call.on('error', gone);
+      call.on('finish', () => count(GrpcStatus.OK));
+      call.on('end', () => {
+        clientDone = true;
+        if (pending === 0) endStream();
+      });
+      call.on('data', (batch: LineOpBatch) => {
+        pending++;
+        if (pending >= OP_STREAM_MAX_PENDING_BATCHES) call.pause();
+        void answerBatch(batch).then((results) => {
+          if (!closed && !call.writableEnded && !call.cancelled) call.write({ results });
+        }).finally(() => {
+          pending--;
+          if (pending === OP_STREAM_MAX_PENDING_BATCHES >> 1) call.resume();
+          if (clientDone && pending === 0) endStream();
+        });
+      });
+      /** Never rejects: every failure becomes the result of the operations it concerns. */
+      const answerBatch = async (batch: LineOpBatch): Promise<LineOpResult[]> => {
+        const items = batch.ops;
+        const results = new Array<LineOpResult>(items.length);
+        const answer = (i: number, r: { value: number } | { error: unknown }): void => {
+          const id = items[i]?.id ?? 0;
+          if ('value' in r) {
+            results[i] = { id, code: GrpcStatus.OK, value: r.value, message: '' };
+          } else {
+            const st = fail('OpStream', r.error);
+            results[i] = { id, code: st.code ?? GrpcStatus.UNKNOWN, value: 0, message: st.details ?? '' };
+          }
+          metrics?.streamOpsAnswered(results[i].code);
+        };
+        try {
+          if (authorizing) authorize(principal(call), 'LineOp', batch);
+          const chip = cv.chipId(batch.chip);
+          const token = cv.u64(batch.leaseToken, 'lease_token');
+          if (items.length > MAX_OP_BATCH) throw invalidArgument(`a batch has at most ${MAX_OP_BATCH} operations, got ${items.length}`);
+          const valid: BatchLineOp[] = [];
+          const at: number[] = [];
+          items.forEach((o, i) => {
+            try {
+              const { op, value } = cv.lineOp(o.op, o.value);
+              valid.push({ op, offset: o.offset, value });
+              at.push(i);
+            } catch (e) {
+              answer(i, { error: e });
+            }
+          });
+          const out = valid.length > 0 ? await store.lineOps(chip, token, valid) : [];
+          out.forEach((o, k) => answer(at[k] ?? 0, o.ok ? { value: o.value } : { error: o.error }));
+        } catch (e) {
+          items.forEach((_, i) => { if (results[i] === undefined) answer(i, { error: e }); });
+        }
+        return results;
+      };
+    },
     getNames: unary<GetNamesRequest, GetNamesResponse>('GetNames', async (req) => ({ names: [...(await store.getNames(cv.chipId(req.chip)))] })),
     watchEvents: (call: ServerWritableStream<WatchEventsRequest, LineEvent>) => {
       let counted = metrics === undefined;

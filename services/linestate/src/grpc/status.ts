@@ -54,6 +54,11 @@ function isServiceError(e: unknown): e is ServiceError {
   return e instanceof Error && typeof (e as Partial<ServiceError>).code === 'number' && typeof (e as Partial<ServiceError>).details === 'string';
 }
 
+/** Client side: a per-operation status (OpStream results) as a FabricError. */
+export function fromStatusCode(code: number, details: string): FabricError {
+  return new FabricError(errorCodeOf[code as GrpcStatus] ?? ErrorCode.INTERNAL, details);
+}
+
 /** Client side: a gRPC ServiceError as a FabricError (message from details, cause = the ServiceError). */
 export function fromServiceError(e: unknown): FabricError {
   if (isFabricError(e)) return e;

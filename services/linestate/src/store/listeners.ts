@@ -26,6 +26,11 @@ export class EventListeners {
     };
   }
 
+  /** True when anyone listens. */
+  any(): boolean {
+    return this.#set.size > 0;
+  }
+
   /** The listeners subscribed now (to deliver later to exactly these). */
   current(): readonly EventListener[] {
     return [...this.#set];

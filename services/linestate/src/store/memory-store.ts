@@ -5,18 +5,18 @@
  * Atomicity: every method validates everything it needs before it changes anything, so
  * a thrown FabricError leaves the state exactly as it was.
  */
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange } from '../../../common/src/errors.ts';
+import { alreadyExists, failedPrecondition, invalidArgument, isFabricError, notFound, outOfRange } from '../../../common/src/errors.ts';
 import { Direction, DriveMode, DriveValue, Pull, edgeOf, isDirection, isIrqType, resolveNet, IrqType } from '../../../common/src/line-model.ts';
 import type { Level } from '../../../common/src/line-model.ts';
 import { LineOp } from './store.ts';
 import type {
-  ApplyResult, ChipInfo, DriveTarget, EventSubscription, LineAddress, LineEventRecord, LineInfo, LineOpInput, LineStore,
-  NetInfo, RegisterChipInput, RegisterChipResult, Topology, WireInput,
+  ApplyResult, BatchLineOp, ChipInfo, DriveTarget, EventSubscription, LineAddress, LineEventRecord, LineInfo, LineOpInput, LineOpOutcome,
+  LineStore, NetInfo, RegisterChipInput, RegisterChipResult, Topology, WireInput,
 } from './store.ts';
 import {
   DEFAULT_EVENT_RETENTION, LEASE_TTL_MS, MAX_NET_MEMBERS, changeText, checkAfterSeq, checkChipId, checkDriveMode, checkDriveValue,
-  checkLineAddress, checkNames, checkNetName, checkNgpio, checkOwner, checkPull, checkReadLimit, checkTopologyShape, lineRefText,
-  resolveLeaseTtl,
+  checkLineAddress, checkNames, checkNetName, checkNgpio, checkOpBatch, checkOwner, checkPull, checkReadLimit, checkTopologyShape,
+  lineRefText, opShapeError, resolveLeaseTtl,
 } from './validate.ts';
 import type { TopologyChange } from './validate.ts';
 import { EventListeners } from './listeners.ts';
@@ -157,6 +157,27 @@ class MemoryStore implements LineStore {
   }
 
   async lineOp(input: LineOpInput): Promise<number> {
+    return this.lineOpNow(input);
+  }
+
+  async lineOps(chip: string, leaseToken: bigint, ops: readonly BatchLineOp[]): Promise<readonly LineOpOutcome[]> {
+    checkOpBatch(ops);
+    this.open();
+    this.checkToken(this.chip(chip), leaseToken);
+    // synchronous: nothing interleaves with the batch (atomic, like the Redis script)
+    return ops.map((o): LineOpOutcome => {
+      const bad = opShapeError(o);
+      if (bad !== undefined) return { ok: false, error: bad };
+      try {
+        return { ok: true, value: this.lineOpNow({ chip, leaseToken, op: o.op, offset: o.offset, value: o.value }) };
+      } catch (e) {
+        if (isFabricError(e)) return { ok: false, error: e };
+        throw e;
+      }
+    });
+  }
+
+  private lineOpNow(input: LineOpInput): number {
     this.open();
     const chip = this.chip(input.chip);
     this.checkToken(chip, input.leaseToken);

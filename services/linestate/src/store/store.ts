@@ -6,6 +6,7 @@
  * Every mutating method is atomic (Redis: one Lua script, one round trip) and either
  * fully applies or throws a FabricError and changes nothing.
  */
+import type { FabricError } from '../../../common/src/errors.ts';
 import type { Direction, DriveMode, DriveValue, Edge, IrqType, Level, Pull } from '../../../common/src/line-model.ts';
 
 export type LineSelector = { readonly kind: 'offset'; readonly offset: number } | { readonly kind: 'name'; readonly name: string };
@@ -88,6 +89,16 @@ export interface LineOpInput {
   readonly value: number;
 }
 
+/** One operation of a LineStore.lineOps batch. */
+export interface BatchLineOp {
+  readonly op: LineOp;
+  readonly offset: number;
+  readonly value: number;
+}
+
+/** The outcome of one operation of a batch: its response value, or why it failed (it changed nothing). */
+export type LineOpOutcome = { readonly ok: true; readonly value: number } | { readonly ok: false; readonly error: FabricError };
+
 export interface WireInput {
   /** "" = generate a name. */
   readonly name: string;
@@ -121,6 +132,14 @@ export interface LineStore {
   releaseChip(chip: string, token: bigint): Promise<void>;
   /** Returns the response value (direction number, level, or 0). */
   lineOp(input: LineOpInput): Promise<number>;
+  /**
+   * Operations on one chip under one lease, applied in order in one atomic step (one
+   * Redis script). An empty batch does nothing. An unknown chip, a stale lease or an unreachable store rejects the
+   * whole batch (nothing applied); an invalid operation (offset, op, value) fails alone
+   * as its outcome and changes nothing, the others still apply. At most MAX_OP_BATCH
+   * (validate.ts) operations.
+   */
+  lineOps(chip: string, leaseToken: bigint, ops: readonly BatchLineOp[]): Promise<readonly LineOpOutcome[]>;
   getNames(chip: string): Promise<readonly string[]>;
 
   wire(input: WireInput): Promise<NetInfo>;

@@ -2,9 +2,9 @@
  * Pure input validation and formatting shared by both line stores. Nothing here reads
  * state: state-dependent checks live in each store (Redis: inside the Lua scripts).
  */
-import { invalidArgument } from '../../../common/src/errors.ts';
+import { invalidArgument, type FabricError } from '../../../common/src/errors.ts';
 import { DriveMode, DriveValue, Pull, isDriveMode, isDriveValue, isPull } from '../../../common/src/line-model.ts';
-import type { LineAddress, Topology } from './store.ts';
+import type { BatchLineOp, LineAddress, Topology } from './store.ts';
 
 /** Chip ids and net names: 1-64 chars of [A-Za-z0-9._-]. */
 export const ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -18,6 +18,8 @@ export const LEASE_TTL_MS = { DEFAULT: 10_000, MIN: 500, MAX: 600_000 } as const
 export const MAX_NET_MEMBERS = 2048; // keeps every Lua multi-argument call under its stack limit
 /** Default and largest page of readEvents. */
 export const READ_EVENTS_LIMIT = { DEFAULT: 1000, MAX: 10_000 } as const;
+/** Most operations in one LineStore.lineOps batch (and one OpStream message). */
+export const MAX_OP_BATCH = 1024;
 /** Default per-chip event retention. */
 export const DEFAULT_EVENT_RETENTION = 10_000;
 
@@ -188,4 +190,18 @@ export function changeText(c: TopologyChange): string {
     case 'drive-net':
       return c.value === DriveValue.RELEASE ? `release net ${c.net}` : `drive net ${c.net} ${driveText(c.value)}`;
   }
+}
+
+/** A lineOps batch: an array of at most MAX_OP_BATCH operations (the whole batch fails otherwise). */
+export function checkOpBatch(ops: readonly BatchLineOp[]): void {
+  if (!Array.isArray(ops)) throw invalidArgument('ops must be an array of line operations');
+  if (ops.length > MAX_OP_BATCH) throw invalidArgument(`a batch has at most ${MAX_OP_BATCH} line operations, got ${ops.length}`);
+}
+
+/** What is wrong with one operation's shape (no state needed), or undefined. */
+export function opShapeError(o: BatchLineOp): FabricError | undefined {
+  if (typeof o !== 'object' || o === null) return invalidArgument('a line operation must be an object { op, offset, value }');
+  if (!Number.isInteger(o.offset) || o.offset < 0) return invalidArgument(`offset ${String(o.offset)} is not a non-negative integer`);
+  if (!Number.isInteger(o.op)) return invalidArgument(`unknown line operation ${String(o.op)}`);
+  return undefined;
 }

@@ -285,7 +285,50 @@ local function settle(refs)
   end
 end
 
--- write every cached change, append and publish the events
+-- ------------------------------------------------------------------ line operations
+-- the chip of an agent's operation, checked against the caller's lease token
+local function leased_chip(id, token)
+  local c = must_chip(id)
+  local t = redis.call('HGET', kc(id), 't') or '0'
+  if t == '0' then fail('FAILED_PRECONDITION', 'stale lease token ' .. token .. ', chip ' .. id .. ' has no lease') end
+  if t ~= token then fail('FAILED_PRECONDITION', 'stale lease token ' .. token .. ', current ' .. t) end
+  return c
+end
+
+-- one virtio-gpio line operation (op = LineOpType number); validates before it changes
+-- anything, so a failing operation leaves the state as it was. Returns the response value.
+local function line_op(c, op, off, value, value_text)
+  check_offset(c, off)
+  local l = line(c.id, off)
+  if op == 2 then return l.d end
+  if op == 4 then return l.v end
+  if op == 3 then
+    if value ~= 0 and value ~= 1 and value ~= 2 then
+      fail('INVALID_ARGUMENT', 'direction ' .. value_text .. ' is not one of 0 (none), 1 (out), 2 (in)')
+    end
+    l.d = value
+    if value == 0 then
+      l.o = 0
+      l.i = 0
+    end
+  elseif op == 5 then
+    if value ~= 0 and value ~= 1 then fail('INVALID_ARGUMENT', 'value ' .. value_text .. ' is not 0 or 1') end
+    l.o = value
+  elseif op == 6 then
+    if value ~= 0 and value ~= 1 and value ~= 2 and value ~= 3 and value ~= 4 and value ~= 8 then
+      fail('INVALID_ARGUMENT', 'irq type ' .. value_text .. ' is not one of 0, 1, 2, 3, 4, 8')
+    end
+    l.i = value
+  else
+    fail('INVALID_ARGUMENT', 'unknown line operation ' .. tostring(op))
+  end
+  l.dirty = true
+  settle({ l })
+  return 0
+end
+
+-- write every cached change, append and publish the events; returns the published
+-- message ("" when nothing changed), which the caller also gets (same-replica delivery)
 local function finish()
   local perchip = {}
   local order = {}
@@ -337,8 +380,11 @@ local function finish()
         'level', itoa(e[3]), 'edge', itoa(e[4]), 'offset', itoa(e[2]), 'ts', e[6])
       msg[i] = e[1] .. ' ' .. itoa(e[2]) .. ' ' .. itoa(e[3]) .. ' ' .. itoa(e[4]) .. ' ' .. itoa(e[5]) .. ' ' .. e[6]
     end
-    redis.call('PUBLISH', K_CHAN, table.concat(msg, '\n'))
+    local text = table.concat(msg, '\n')
+    redis.call('PUBLISH', K_CHAN, text)
+    return text
   end
+  return ''
 end
 
 -- ------------------------------------------------------------------ dumps

@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -518,6 +520,42 @@ export interface LineOpRequest {
 export interface LineOpResponse {
   /** GET_DIRECTION: Direction number; GET_VALUE: level; SET_*: 0. */
   value: number;
+}
+
+/** One operation of an OpStream batch. */
+export interface LineOpItem {
+  /**
+   * Chosen by the client and echoed in its result; unique among the stream's
+   * outstanding operations (a counter that wraps is fine).
+   */
+  id: number;
+  op: LineOpType;
+  offset: number;
+  value: number;
+}
+
+/** Operations on one chip under one lease, applied in order (one Redis script per batch). */
+export interface LineOpBatch {
+  chip: string;
+  leaseToken: string;
+  /** 1..MAX_OP_BATCH (1024) operations. */
+  ops: LineOpItem[];
+}
+
+/** The outcome of one LineOpItem. */
+export interface LineOpResult {
+  id: number;
+  /** gRPC status code of this operation (0 = OK); the stream itself stays open. */
+  code: number;
+  /** As LineOpResponse.value when code is 0. */
+  value: number;
+  /** What went wrong, when code is not 0. */
+  message: string;
+}
+
+/** The results of one LineOpBatch, in the batch's order. */
+export interface LineOpResultBatch {
+  results: LineOpResult[];
 }
 
 export interface GetNamesRequest {
@@ -2212,6 +2250,416 @@ export const LineOpResponse: MessageFns<LineOpResponse> = {
   },
 };
 
+function createBaseLineOpItem(): LineOpItem {
+  return { id: 0, op: 0, offset: 0, value: 0 };
+}
+
+export const LineOpItem: MessageFns<LineOpItem> = {
+  encode(message: LineOpItem, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint32(message.id);
+    }
+    if (message.op !== 0) {
+      writer.uint32(16).int32(message.op);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(24).uint32(message.offset);
+    }
+    if (message.value !== 0) {
+      writer.uint32(32).uint32(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LineOpItem {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLineOpItem();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.op = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.value = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LineOpItem {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      op: isSet(object.op) ? lineOpTypeFromJSON(object.op) : 0,
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: LineOpItem): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.op !== 0) {
+      obj.op = lineOpTypeToJSON(message.op);
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LineOpItem>, I>>(base?: I): LineOpItem {
+    return LineOpItem.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LineOpItem>, I>>(object: I): LineOpItem {
+    const message = createBaseLineOpItem();
+    message.id = object.id ?? 0;
+    message.op = object.op ?? 0;
+    message.offset = object.offset ?? 0;
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseLineOpBatch(): LineOpBatch {
+  return { chip: "", leaseToken: "0", ops: [] };
+}
+
+export const LineOpBatch: MessageFns<LineOpBatch> = {
+  encode(message: LineOpBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chip !== "") {
+      writer.uint32(10).string(message.chip);
+    }
+    if (message.leaseToken !== "0") {
+      writer.uint32(16).uint64(message.leaseToken);
+    }
+    for (const v of message.ops) {
+      LineOpItem.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LineOpBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLineOpBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.chip = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.leaseToken = reader.uint64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ops.push(LineOpItem.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LineOpBatch {
+    return {
+      chip: isSet(object.chip) ? globalThis.String(object.chip) : "",
+      leaseToken: isSet(object.leaseToken)
+        ? globalThis.String(object.leaseToken)
+        : isSet(object.lease_token)
+        ? globalThis.String(object.lease_token)
+        : "0",
+      ops: globalThis.Array.isArray(object?.ops) ? object.ops.map((e: any) => LineOpItem.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: LineOpBatch): unknown {
+    const obj: any = {};
+    if (message.chip !== "") {
+      obj.chip = message.chip;
+    }
+    if (message.leaseToken !== "0") {
+      obj.leaseToken = message.leaseToken;
+    }
+    if (message.ops?.length) {
+      obj.ops = message.ops.map((e) => LineOpItem.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LineOpBatch>, I>>(base?: I): LineOpBatch {
+    return LineOpBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LineOpBatch>, I>>(object: I): LineOpBatch {
+    const message = createBaseLineOpBatch();
+    message.chip = object.chip ?? "";
+    message.leaseToken = object.leaseToken ?? "0";
+    message.ops = object.ops?.map((e) => LineOpItem.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLineOpResult(): LineOpResult {
+  return { id: 0, code: 0, value: 0, message: "" };
+}
+
+export const LineOpResult: MessageFns<LineOpResult> = {
+  encode(message: LineOpResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint32(message.id);
+    }
+    if (message.code !== 0) {
+      writer.uint32(16).uint32(message.code);
+    }
+    if (message.value !== 0) {
+      writer.uint32(24).uint32(message.value);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LineOpResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLineOpResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.value = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LineOpResult {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: LineOpResult): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LineOpResult>, I>>(base?: I): LineOpResult {
+    return LineOpResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LineOpResult>, I>>(object: I): LineOpResult {
+    const message = createBaseLineOpResult();
+    message.id = object.id ?? 0;
+    message.code = object.code ?? 0;
+    message.value = object.value ?? 0;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseLineOpResultBatch(): LineOpResultBatch {
+  return { results: [] };
+}
+
+export const LineOpResultBatch: MessageFns<LineOpResultBatch> = {
+  encode(message: LineOpResultBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      LineOpResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LineOpResultBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLineOpResultBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(LineOpResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LineOpResultBatch {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => LineOpResult.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: LineOpResultBatch): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => LineOpResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LineOpResultBatch>, I>>(base?: I): LineOpResultBatch {
+    return LineOpResultBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LineOpResultBatch>, I>>(object: I): LineOpResultBatch {
+    const message = createBaseLineOpResultBatch();
+    message.results = object.results?.map((e) => LineOpResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseGetNamesRequest(): GetNamesRequest {
   return { chip: "" };
 }
@@ -3631,6 +4079,20 @@ export const LineStateServiceService = {
     responseSerialize: (value: LineOpResponse): Buffer => Buffer.from(LineOpResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LineOpResponse => LineOpResponse.decode(value),
   },
+  /**
+   * The agents' hot path: batches of line operations on one long-lived stream, each
+   * batch answered by one message (docs/performance.md). Same semantics and errors as
+   * LineOp, reported per operation.
+   */
+  opStream: {
+    path: "/gpiofabric.v1.LineStateService/OpStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: LineOpBatch): Buffer => Buffer.from(LineOpBatch.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LineOpBatch => LineOpBatch.decode(value),
+    responseSerialize: (value: LineOpResultBatch): Buffer => Buffer.from(LineOpResultBatch.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LineOpResultBatch => LineOpResultBatch.decode(value),
+  },
   getNames: {
     path: "/gpiofabric.v1.LineStateService/GetNames" as const,
     requestStream: false as const,
@@ -3741,6 +4203,12 @@ export interface LineStateServiceServer extends UntypedServiceImplementation {
   renewLease: handleUnaryCall<LeaseRequest, RenewLeaseResponse>;
   releaseChip: handleUnaryCall<LeaseRequest, ReleaseChipResponse>;
   lineOp: handleUnaryCall<LineOpRequest, LineOpResponse>;
+  /**
+   * The agents' hot path: batches of line operations on one long-lived stream, each
+   * batch answered by one message (docs/performance.md). Same semantics and errors as
+   * LineOp, reported per operation.
+   */
+  opStream: handleBidiStreamingCall<LineOpBatch, LineOpResultBatch>;
   getNames: handleUnaryCall<GetNamesRequest, GetNamesResponse>;
   /** Events of one chip (agents, resumable) or of many (operators). */
   watchEvents: handleServerStreamingCall<WatchEventsRequest, LineEvent>;
@@ -3818,6 +4286,14 @@ export interface LineStateServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: LineOpResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * The agents' hot path: batches of line operations on one long-lived stream, each
+   * batch answered by one message (docs/performance.md). Same semantics and errors as
+   * LineOp, reported per operation.
+   */
+  opStream(): ClientDuplexStream<LineOpBatch, LineOpResultBatch>;
+  opStream(options: Partial<CallOptions>): ClientDuplexStream<LineOpBatch, LineOpResultBatch>;
+  opStream(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<LineOpBatch, LineOpResultBatch>;
   getNames(
     request: GetNamesRequest,
     callback: (error: ServiceError | null, response: GetNamesResponse) => void,

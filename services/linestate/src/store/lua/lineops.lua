@@ -1,0 +1,23 @@
+-- lineOps: a batch of operations on one chip under one lease, applied in order.
+-- ARGV: 3 chip, 4 token, 5 n, then n x (op, offset, value).
+-- A stale lease or unknown chip fails the whole batch; an invalid operation fails alone
+-- (it changes nothing) and the others still apply.
+-- Returns { results, published events ("" = none) }; results[i] is the response value
+-- or { code, message }.
+local c = leased_chip(ARGV[3], ARGV[4])
+local n = tonumber(ARGV[5])
+local results = {}
+for i = 1, n do
+  local b = 5 + (i - 1) * 3
+  local ok, r = pcall(line_op, c, tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), ARGV[b + 3])
+  if ok then
+    results[i] = r
+  else
+    local e = type(r) == 'table' and r.err or nil
+    local code, msg = nil, nil
+    if type(e) == 'string' then code, msg = string.match(e, '^GF:([A-Z_]+):(.*)$') end
+    if not code then error(r) end
+    results[i] = { code, msg }
+  end
+end
+return { results, finish() }
