@@ -117,7 +117,7 @@ export async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
       owner: `${hostname()}/${process.pid}`,
       ...(cfg.backend.leaseTtlMs !== undefined ? { leaseTtlMs: cfg.backend.leaseTtlMs } : {}),
       log: { info: (m) => log.info(m), warn: (m) => log.warn(m) },
-      ...(cm !== undefined ? { onReconnect: (what: 'register' | 'stream') => cm.onReconnect(what), onEventReceived: (ts: bigint) => cm.onEventReceived(ts) } : {}),
+      ...(cm !== undefined ? { onReconnect: (what: 'register' | 'stream' | 'ops') => cm.onReconnect(what), onEventReceived: (ts: bigint) => cm.onEventReceived(ts) } : {}),
     });
   }
   const remote = backend instanceof RemoteBackend ? backend : undefined;

@@ -20,7 +20,8 @@ export const INTERRUPT_OUTCOMES = ['delivered', 'latched', 'invalid'] as const;
 /** Backend operation label values. */
 export const BACKEND_OPS = ['GET_DIRECTION', 'SET_DIRECTION', 'GET_VALUE', 'SET_VALUE', 'SET_IRQ_TYPE'] as const;
 /** Reconnect label values. */
-export const RECONNECT_WHAT = ['register', 'stream'] as const;
+export const RECONNECT_WHAT = ['register', 'stream', 'ops'] as const;
+export type ReconnectWhat = (typeof RECONNECT_WHAT)[number];
 /** Error cause label values. */
 export const AGENT_ERROR_CAUSES = ['device_broken', 'backend', 'deadline', 'protocol'] as const;
 
@@ -40,7 +41,7 @@ export interface ChipMetrics {
   /** Hooks for the chip's GpioDevice. */
   readonly deviceHooks: GpioDeviceHooks;
   /** RemoteBackend onReconnect. */
-  onReconnect(what: 'register' | 'stream'): void;
+  onReconnect(what: ReconnectWhat): void;
   /** RemoteBackend onEventReceived: event stream lag. */
   onEventReceived(timestampNs: bigint): void;
   /** vhost-user front-end connected / gone. */
@@ -75,7 +76,7 @@ export class AgentMetrics {
     this.irqPropagation = new Histogram({ name: 'gpiofabric_agent_irq_propagation_seconds', help: 'Event timestamp (level change in the fabric) to VALID eventq completion on this agent.', labelNames: ['chip'], buckets, registers });
     this.eventLag = new Histogram({ name: 'gpiofabric_agent_event_lag_seconds', help: 'Event timestamp to event received by the agent (event stream lag).', labelNames: ['chip'], buckets, registers });
     this.backendDuration = new Histogram({ name: 'gpiofabric_agent_backend_duration_seconds', help: 'One line backend call (remote: the gRPC round trip).', labelNames: ['chip', 'op'], buckets, registers });
-    this.reconnects = new Counter({ name: 'gpiofabric_agent_reconnects_total', help: 'Registration retries (register) and event stream resumptions (stream).', labelNames: ['chip', 'what'], registers });
+    this.reconnects = new Counter({ name: 'gpiofabric_agent_reconnects_total', help: 'Registration retries (register), event stream resumptions (stream) and operation stream reopens (ops).', labelNames: ['chip', 'what'], registers });
     this.frontendConnected = new Gauge({ name: 'gpiofabric_agent_frontend_connected', help: '1 while a vhost-user front-end (QEMU) is connected.', labelNames: ['chip'], registers });
     this.errors = new Counter({ name: 'gpiofabric_agent_errors_total', help: 'Agent errors by cause: device_broken, backend, deadline, protocol.', labelNames: ['chip', 'cause'], registers });
   }

@@ -4,8 +4,9 @@
  *  - registers the chip under a lease and renews it (ttl/3); on a lost registration
  *    (service restarted on the memory store, lease taken over after expiry, stale token)
  *    it re-registers in the background;
- *  - forwards every line operation as one LineOp RPC carrying the fencing token, with
- *    the agent's request deadline as the gRPC deadline;
+ *  - forwards line operations on one OpStream (OpStreamClient: the operations of one
+ *    event-loop turn go out as one batch carrying the fencing token; unary LineOp when
+ *    the service has no OpStream), each with the client's deadline;
  *  - consumes the chip's event stream from a cursor (the newest seq it has seen) and,
  *    after any stream failure, reconnects with backoff and resumes from that cursor, so
  *    no interrupt is missed and none is delivered twice (events with seq <= cursor are
@@ -18,6 +19,7 @@ import { ErrorCode, FabricError, isFabricError } from '../../../common/src/error
 import { Edge, type Direction, type IrqType, type Level } from '../../../common/src/line-model.ts';
 import type { LineEvent as ProtoLineEvent, LineState, RegisterChipResponse } from '../../../common/src/gen/gpiofabric/v1/linestate.ts';
 import type { LineStateClient, WatchHandle } from '../../../linestate/src/client.ts';
+import { OpStreamClient } from '../../../linestate/src/op-stream.ts';
 import { BackendClosedError, BackendError, toBackendError, type LineBackend, type LineEvent, type LineEventListener } from './line-backend.ts';
 
 /** LineOpType numbers (equal to virtio-gpio request types). */
@@ -42,7 +44,7 @@ export interface RemoteBackendOptions {
   readonly startTimeoutMs?: number;
   readonly log?: RemoteBackendLog;
   /** Hooks for metrics. */
-  readonly onReconnect?: (what: 'register' | 'stream') => void;
+  readonly onReconnect?: (what: 'register' | 'stream' | 'ops') => void;
   /** Hook for metrics: a new event (not a duplicate) arrived on the stream; its timestamp. */
   readonly onEventReceived?: (timestampNs: bigint) => void;
 }
@@ -62,7 +64,8 @@ export class RemoteBackend implements LineBackend {
   readonly #ttlRequested: number;
   readonly #startTimeoutMs: number;
   readonly #log: RemoteBackendLog;
-  readonly #onReconnect: ((what: 'register' | 'stream') => void) | undefined;
+  readonly #onReconnect: ((what: 'register' | 'stream' | 'ops') => void) | undefined;
+  readonly #ops: OpStreamClient;
   readonly #onEventReceived: ((timestampNs: bigint) => void) | undefined;
   readonly #levels: Level[];
   readonly #listeners = new Set<LineEventListener>();
@@ -91,6 +94,9 @@ export class RemoteBackend implements LineBackend {
     this.#onReconnect = opts.onReconnect;
     this.#onEventReceived = opts.onEventReceived;
     this.#levels = new Array<Level>(opts.ngpio).fill(0);
+    this.#ops = new OpStreamClient({
+      client: opts.client, chip: opts.chip, onReconnect: () => this.#onReconnect?.('ops'), log: (m) => this.#log.warn(m),
+    });
   }
 
   /** The fencing token of the current lease (undefined while unregistered). */
@@ -158,6 +164,7 @@ export class RemoteBackend implements LineBackend {
     this.#watch?.cancel();
     this.#watch = undefined;
     this.#listeners.clear();
+    this.#ops.close();
     const token = this.#token;
     this.#token = undefined;
     if (token !== undefined) {
@@ -178,8 +185,7 @@ export class RemoteBackend implements LineBackend {
       throw new BackendError(`chip ${this.chip} is not registered with the line-state service (yet)`);
     }
     try {
-      const r = await this.#client.lineOp({ chip: this.chip, leaseToken: token.toString(), op, offset, value });
-      return r.value;
+      return await this.#ops.call(token, op, offset, value);
     } catch (e) {
       if (isFabricError(e) && (e.code === ErrorCode.NOT_FOUND || e.code === ErrorCode.FAILED_PRECONDITION) && /chip|lease/i.test(e.message)) {
         // The service lost our chip (memory store restarted) or our lease (taken over):
