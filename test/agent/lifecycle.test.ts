@@ -16,7 +16,10 @@ import { driveRemote, quietLog, startService, tempDir, waitFor, type Service } f
 const OK = 0;
 const ERR = 1;
 
-/** A store whose lineOp calls wait while the gate is held (a slow service). */
+/**
+ * A store whose line operations (lineOp calls and lineOps batches) wait while the gate is
+ * held (a slow service). `waiting` / `finished` count operations, not calls.
+ */
 function gatedStore(inner: LineStore): { store: LineStore; hold(): void; release(): void; readonly waiting: number; readonly finished: number } {
   let gate: Promise<void> | null = null;
   let open: () => void = () => {};
@@ -37,6 +40,22 @@ function gatedStore(inner: LineStore): { store: LineStore; hold(): void; release
             }
           }
           return target.lineOp(input);
+        };
+      }
+      if (key === 'lineOps') {
+        return async (...args: Parameters<LineStore['lineOps']>) => {
+          const n = args[2].length;
+          if (gate !== null) {
+            waiting += n;
+            await gate;
+            waiting -= n;
+            try {
+              return await target.lineOps(...args);
+            } finally {
+              finished += n;
+            }
+          }
+          return target.lineOps(...args);
         };
       }
       const v: unknown = Reflect.get(target, key, receiver);
