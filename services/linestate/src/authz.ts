@@ -3,7 +3,8 @@
  * the caller's Principal (from its client certificate), the RPC and its request. Used by
  * server.ts only when the server requires client certificates.
  *
- *   agent <chip>      RegisterChip / RenewLease / ReleaseChip / LineOp of its chips;
+ *   agent <chip>      RegisterChip / RenewLease / ReleaseChip / LineOp / OpStream (each
+ *                     batch names its chip) of its chips;
  *                     GetNames, GetLine, ListLines and WatchEvents of its chips only
  *   operator <name>   everything
  *   watcher <name>    read-only: ListChips, ListLines, ListNets, GetLine, GetNames, WatchEvents
@@ -13,7 +14,7 @@ import { agentMayServe, type Principal } from '../../common/src/tls.ts';
 import type { RpcMethod } from './metrics.ts';
 
 /** RPCs of each class. */
-export const AGENT_RPCS: ReadonlySet<RpcMethod> = new Set(['RegisterChip', 'RenewLease', 'ReleaseChip', 'LineOp']);
+export const AGENT_RPCS: ReadonlySet<RpcMethod> = new Set(['RegisterChip', 'RenewLease', 'ReleaseChip', 'LineOp', 'OpStream']);
 export const READ_RPCS: ReadonlySet<RpcMethod> = new Set(['ListChips', 'ListLines', 'ListNets', 'GetLine', 'GetNames', 'WatchEvents']);
 export const OPERATOR_RPCS: ReadonlySet<RpcMethod> = new Set(['Wire', 'Unwire', 'Drive', 'SetBias', 'ApplyTopology']);
 

@@ -207,7 +207,7 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
           metrics?.streamOpsAnswered(results[i].code);
         };
         try {
-          if (authorizing) authorize(principal(call), 'LineOp', batch);
+          if (authorizing) authorize(principal(call), 'OpStream', batch);
           const chip = cv.chipId(batch.chip);
           const token = cv.u64(batch.leaseToken, 'lease_token');
           if (items.length > MAX_OP_BATCH) throw invalidArgument(`a batch has at most ${MAX_OP_BATCH} operations, got ${items.length}`);
