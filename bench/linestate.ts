@@ -6,25 +6,35 @@
  *    server in a child process, client here.
  *  - Redis floor: EVALSHA of a script doing HSET + PUBLISH (what one state change costs
  *    Redis at least), from here.
- *  - Fabric: LineOp SET_VALUE through the line-state service (child process, Redis store)
- *    with the typed client here: sequential latency, and ops/s with 64 operations in
- *    flight on 64 distinct lines.
+ *  - gRPC stream floor: round trip of one message on a bidi stream of the same server
+ *    (the transport OpStream uses).
+ *  - Fabric: SET_VALUE through the line-state service (child process, Redis store) the
+ *    way agents send it, on OpStream (OpStreamClient), and as a unary LineOp call (the
+ *    CLI's path): sequential latency, and ops/s with 64 operations in flight on 64
+ *    distinct lines.
  *
  * Breakdown rows: the same op on the Redis store without gRPC, through the service on
- * the memory store (no Redis), and the chained floor (a gRPC echo handler that does the
- * EVALSHA before answering: the fabric's process layout with no fabric code).
+ * the memory store (no Redis), and the chained floors (a gRPC echo handler, unary or on
+ * a stream, that does the EVALSHA before answering: the fabric's process layout with no
+ * fabric code).
  *
- * Target: set-value p50 <= 1.5 x (gRPC p50 + Redis p50). Writes bench/results/linestate.json.
+ * Target (issue): set-value p50 <= 1.5 x (gRPC unary p50 + Redis p50). The ratio to the
+ * stream floor (stream round trip + Redis) is printed beside it. Writes
+ * bench/results/linestate.json.
  *
  *   npm run bench -- linestate        (or: npx tsx bench/linestate.ts [--iterations N])
  */
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { credentials, makeGenericClientConstructor, Server, ServerCredentials, type ServiceError, type ServiceDefinition, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import {
+  credentials, makeGenericClientConstructor, Server, ServerCredentials,
+  type ClientDuplexStream, type ServerDuplexStream, type ServiceError, type ServiceDefinition, type ServerUnaryCall, type sendUnaryData,
+} from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
 import { LineOpType } from '../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import { createLineStateClient } from '../services/linestate/src/client.ts';
+import { OpStreamClient } from '../services/linestate/src/op-stream.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { exitWithParent, startChild, redisServiceChild } from './lib/child.ts';
 import { machine, machineText, useLocalRedis } from './lib/machine.ts';
@@ -39,33 +49,68 @@ const TARGET_RATIO = 1.5;
 const HSET_PUBLISH = "redis.call('HSET', KEYS[1], 'v', ARGV[1]); redis.call('PUBLISH', KEYS[2], ARGV[1]); return 1";
 
 const identity = (b: Buffer): Buffer => b;
+const rawMethod = (path: string, stream: boolean) => ({
+  path, requestStream: stream, responseStream: stream, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity,
+});
 const EchoService = {
-  echo: { path: '/bench.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+  echo: rawMethod('/bench.Echo/Echo', false),
+  pipe: rawMethod('/bench.Echo/Pipe', true),
 } satisfies ServiceDefinition;
 const EchoClient = makeGenericClientConstructor(EchoService, 'Echo');
+interface RawEchoClient {
+  echo(b: Buffer, cb: (e: ServiceError | null, r: Buffer) => void): void;
+  pipe(): ClientDuplexStream<Buffer, Buffer>;
+  close(): void;
+}
+
+/** One message at a time on a bidi stream of `c`: returns a function doing one round trip. */
+function streamRoundTrip(c: RawEchoClient): { call: () => Promise<void>; close(): void } {
+  const s = c.pipe();
+  let waiter: (() => void) | undefined;
+  s.on('data', () => {
+    const w = waiter;
+    waiter = undefined;
+    w?.();
+  });
+  s.on('error', () => {});
+  const payload = Buffer.alloc(24, 5);
+  return { call: () => new Promise<void>((res) => { waiter = res; s.write(payload); }), close: () => s.end() };
+}
 
 /** Child: the echo server. */
 async function echoChild(): Promise<void> {
   const server = new Server();
-  server.addService(EchoService, { echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => cb(null, call.request) });
+  server.addService(EchoService, {
+    echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => cb(null, call.request),
+    pipe: (call: ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('data', (b: Buffer) => call.write(b));
+      call.on('end', () => call.end());
+    },
+  });
   const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
   exitWithParent(() => new Promise((r) => server.tryShutdown(() => r())));
   console.log(`READY 127.0.0.1:${port}`);
 }
 
 /**
- * Child: the chained floor — a grpc-js echo handler that does the Redis floor's EVALSHA
- * before answering (ioredis with auto-pipelining, as the Redis store uses). This is the
- * fabric's process layout (client -> service -> Redis -> service -> client) with no
- * fabric code in it.
+ * Child: the chained floors — grpc-js echo handlers (unary, and on a bidi stream) that do
+ * the Redis floor's EVALSHA before answering (ioredis without auto-pipelining, as the
+ * Redis store). This is the fabric's process layout (client -> service -> Redis ->
+ * service -> client) with no fabric code in it.
  */
 async function chainChild(url: string): Promise<void> {
-  const r = new Redis(url, { enableAutoPipelining: true });
+  const r = new Redis(url, { enableAutoPipelining: false });
   const sha = (await r.script('LOAD', HSET_PUBLISH)) as string;
   const server = new Server();
   server.addService(EchoService, {
     echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => {
       r.evalsha(sha, 2, 'bench:chain', 'bench:chain-events', '1').then(() => cb(null, call.request), (e: Error) => cb(e));
+    },
+    pipe: (call: ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('data', (b: Buffer) => {
+        r.evalsha(sha, 2, 'bench:chain', 'bench:chain-events', '1').then(() => call.write(b), () => call.end());
+      });
+      call.on('end', () => call.end());
     },
   });
   const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
@@ -94,16 +139,24 @@ export interface LineStateBenchResult {
   grpc_rtt_p50_us: number;
   grpc_rtt_p99_us: number;
   grpc_rtt_min_us: number;
+  grpc_stream_rtt_p50_us: number;
+  grpc_stream_rtt_p99_us: number;
   redis_rtt_p50_us: number;
   redis_rtt_p99_us: number;
   redis_rtt_min_us: number;
   set_value_p50_us: number;
   set_value_p99_us: number;
   set_value_min_us: number;
+  set_value_unary_p50_us: number;
+  set_value_unary_p99_us: number;
   ops_per_s: number;
+  unary_ops_per_s: number;
   grpc_echo_ops_per_s: number;
   floor_p50_us: number;
   ratio: number;
+  stream_floor_p50_us: number;
+  ratio_to_stream_floor: number;
+  unary_ratio: number;
   target_ratio: number;
   target_met: boolean;
 }
@@ -123,7 +176,9 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
     const ec = new EchoClient(echo.ready, credentials.createInsecure());
     cleanup.unshift(async () => ec.close());
     const payload = Buffer.alloc(24, 7);
-    const echoCall = () => new Promise<Buffer>((res, rej) => (ec as unknown as { echo(b: Buffer, cb: (e: ServiceError | null, r: Buffer) => void): void }).echo(payload, (e, r) => (e ? rej(e) : res(r))));
+    const echoCall = () => new Promise<Buffer>((res, rej) => (ec as unknown as RawEchoClient).echo(payload, (e, r) => (e ? rej(e) : res(r))));
+    const pipe = streamRoundTrip(ec as unknown as RawEchoClient);
+    cleanup.unshift(async () => pipe.close());
 
     const r = new Redis(redis.url);
     cleanup.unshift(async () => r.disconnect());
@@ -135,7 +190,11 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
     const c = createLineStateClient(svc.ready);
     cleanup.unshift(async () => c.close());
     const tok = await prepareChip(c);
-    const setValue = (offset: number, value: number) => c.lineOp({ chip: 'bench', leaseToken: tok, op: LineOpType.LINE_OP_TYPE_SET_VALUE, offset, value });
+    const setValueUnary = (offset: number, value: number) => c.lineOp({ chip: 'bench', leaseToken: tok, op: LineOpType.LINE_OP_TYPE_SET_VALUE, offset, value });
+    const ops = new OpStreamClient({ client: c, chip: 'bench' });
+    cleanup.unshift(async () => ops.close());
+    const token = BigInt(tok);
+    const setValue = (offset: number, value: number) => ops.call(token, LineOpType.LINE_OP_TYPE_SET_VALUE, offset, value);
 
     // breakdown: the same op without gRPC (Redis store in this process), and without Redis (service on the memory store)
     const { createRedisStore } = await import('../services/linestate/src/store/redis-store.ts');
@@ -155,10 +214,13 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
     cleanup.unshift(() => chain.stop());
     const cc = new EchoClient(chain.ready, credentials.createInsecure());
     cleanup.unshift(async () => cc.close());
-    const chainCall = () => new Promise<Buffer>((res, rej) => (cc as unknown as { echo(b: Buffer, cb: (e: ServiceError | null, r: Buffer) => void): void }).echo(payload, (e, r) => (e ? rej(e) : res(r))));
+    const chainCall = () => new Promise<Buffer>((res, rej) => (cc as unknown as RawEchoClient).echo(payload, (e, r) => (e ? rej(e) : res(r))));
+    const chainPipe = streamRoundTrip(cc as unknown as RawEchoClient);
+    cleanup.unshift(async () => chainPipe.close());
 
     const paths: [string, (i: number) => Promise<unknown>][] = [
-      ['grpc', echoCall], ['redis', evalCall], ['set', (i) => setValue(0, i & 1)], ['store', storeCall], ['mem', memCall], ['chain', chainCall],
+      ['grpc', echoCall], ['stream', pipe.call], ['redis', evalCall], ['set', (i) => setValue(0, i & 1)], ['unary', (i) => setValueUnary(1, i & 1)],
+      ['store', storeCall], ['mem', memCall], ['chain', chainCall], ['chainStream', chainPipe.call],
     ];
     const samples = new Map<string, bigint[]>(paths.map(([k]) => [k, []]));
     for (const [, fn] of paths) for (let i = 0; i < warmup; i++) await fn(i);
@@ -167,24 +229,33 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
       for (const [k, fn] of paths) await sampleSequential(fn, Math.ceil(n / blocks), samples.get(k));
     }
     const grpc = summarize(samples.get('grpc') ?? []);
+    const stream = summarize(samples.get('stream') ?? []);
     const red = summarize(samples.get('redis') ?? []);
     const sv = summarize(samples.get('set') ?? []);
+    const svUnary = summarize(samples.get('unary') ?? []);
+    const chainedStream = summarize(samples.get('chainStream') ?? []);
     const storeOnly = summarize(samples.get('store') ?? []);
     const memOnly = summarize(samples.get('mem') ?? []);
     const chained = summarize(samples.get('chain') ?? []);
     const grpcOps = await throughput(echoCall, IN_FLIGHT, total);
-    const ops = await throughput((w, i) => setValue(w, i & 1), IN_FLIGHT, total);
+    const unaryOps = await throughput((w, i) => setValueUnary(w, i & 1), IN_FLIGHT, total);
+    const opsPerS = await throughput((w, i) => setValue(w, i & 1), IN_FLIGHT, total * 4);
 
+    const r2 = (x: number): number => Math.round(x * 100) / 100;
     const floor = Math.round((grpc.p50_us + red.p50_us) * 10) / 10;
-    const ratio = Math.round((sv.p50_us / floor) * 100) / 100;
+    const streamFloor = Math.round((stream.p50_us + red.p50_us) * 10) / 10;
+    const ratio = r2(sv.p50_us / floor);
     const result: LineStateBenchResult = {
       grpc_rtt_p50_us: grpc.p50_us, grpc_rtt_p99_us: grpc.p99_us, grpc_rtt_min_us: grpc.min_us,
+      grpc_stream_rtt_p50_us: stream.p50_us, grpc_stream_rtt_p99_us: stream.p99_us,
       redis_rtt_p50_us: red.p50_us, redis_rtt_p99_us: red.p99_us, redis_rtt_min_us: red.min_us,
       set_value_p50_us: sv.p50_us, set_value_p99_us: sv.p99_us, set_value_min_us: sv.min_us,
-      ops_per_s: ops, grpc_echo_ops_per_s: grpcOps,
-      floor_p50_us: floor, ratio, target_ratio: TARGET_RATIO, target_met: ratio <= TARGET_RATIO,
+      set_value_unary_p50_us: svUnary.p50_us, set_value_unary_p99_us: svUnary.p99_us,
+      ops_per_s: opsPerS, unary_ops_per_s: unaryOps, grpc_echo_ops_per_s: grpcOps,
+      floor_p50_us: floor, ratio, stream_floor_p50_us: streamFloor, ratio_to_stream_floor: r2(sv.p50_us / streamFloor),
+      unary_ratio: r2(svUnary.p50_us / floor), target_ratio: TARGET_RATIO, target_met: ratio <= TARGET_RATIO,
     };
-    report(grpc, red, sv, result, n, { storeOnly, memOnly, chained });
+    report({ grpc, stream, red, sv, svUnary }, result, n, { storeOnly, memOnly, chained, chainedStream });
     return result;
   } finally {
     for (const f of cleanup) await f().catch(() => {});
@@ -198,28 +269,37 @@ async function prepareChip(c: ReturnType<typeof createLineStateClient>): Promise
   return reg.leaseToken;
 }
 
-function report(grpc: Summary, red: Summary, sv: Summary, r: LineStateBenchResult, n: number, parts: { storeOnly: Summary; memOnly: Summary; chained: Summary }): void {
+interface Paths { grpc: Summary; stream: Summary; red: Summary; sv: Summary; svUnary: Summary }
+
+function report(p: Paths, r: LineStateBenchResult, n: number, parts: { storeOnly: Summary; memOnly: Summary; chained: Summary; chainedStream: Summary }): void {
   const m = machine();
   const row = (name: string, s: Summary) => [name, s.min_us, s.p50_us, s.p99_us];
-  console.log(`machine: ${machineText(m)}\nsequential round trips, ${n} each after warm-up (µs):\n`);
+  console.log(`machine: ${machineText(m)}\nsequential round trips, ${n} each after warm-up, interleaved (µs):\n`);
   console.log(table(['path', 'min', 'median', 'p99'], [
-    row('gRPC unary echo (floor)', grpc),
-    row('Redis EVALSHA HSET+PUBLISH (floor)', red),
-    ['floor sum (medians)', '', r.floor_p50_us, ''],
-    row('LineOp SET_VALUE via service + Redis', sv),
+    row('gRPC unary echo (floor)', p.grpc),
+    row('gRPC bidi stream echo, one message (floor)', p.stream),
+    row('Redis EVALSHA HSET+PUBLISH (floor)', p.red),
+    ['floor sum: unary + EVALSHA (medians)', '', r.floor_p50_us, ''],
+    ['floor sum: stream + EVALSHA (medians)', '', r.stream_floor_p50_us, ''],
+    row('SET_VALUE via service + Redis, OpStream', p.sv),
+    row('SET_VALUE via service + Redis, unary LineOp', p.svUnary),
     ['breakdown:', '', '', ''],
     row('  store.lineOp, Redis store, no gRPC', parts.storeOnly),
     row('  LineOp via service, memory store', parts.memOnly),
-    row('  chained floor: gRPC echo doing the EVALSHA', parts.chained),
+    row('  chained floor: unary echo doing the EVALSHA', parts.chained),
+    row('  chained floor: stream echo doing the EVALSHA', parts.chainedStream),
   ]));
-  const chainRatio = Math.round((sv.p50_us / parts.chained.p50_us) * 100) / 100;
-  console.log(`\nset-value median / floor = ${r.ratio} (target <= ${TARGET_RATIO}: ${r.target_met ? 'met' : 'MISSED'}); / chained floor = ${chainRatio}`);
-  console.log(`throughput, ${IN_FLIGHT} in flight: LineOp SET_VALUE ${r.ops_per_s} ops/s; gRPC echo ${r.grpc_echo_ops_per_s} calls/s`);
+  const r2 = (x: number): number => Math.round(x * 100) / 100;
+  const chainRatio = r2(p.sv.p50_us / parts.chainedStream.p50_us);
+  console.log(`\nset-value (OpStream) median / (unary + EVALSHA) = ${r.ratio} (target <= ${TARGET_RATIO}: ${r.target_met ? 'met' : 'MISSED'}); / (stream + EVALSHA) = ${r.ratio_to_stream_floor}; / chained stream floor = ${chainRatio}`);
+  console.log(`set-value (unary LineOp) median / (unary + EVALSHA) = ${r.unary_ratio}; / chained unary floor = ${r2(p.svUnary.p50_us / parts.chained.p50_us)}`);
+  console.log(`throughput, ${IN_FLIGHT} in flight: SET_VALUE on OpStream ${r.ops_per_s} ops/s; unary LineOp ${r.unary_ops_per_s} ops/s; gRPC unary echo ${r.grpc_echo_ops_per_s} calls/s`);
   mkdirSync(dirname(RESULT_FILE), { recursive: true });
   const breakdown = {
     store_lineop_p50_us: parts.storeOnly.p50_us, store_lineop_p99_us: parts.storeOnly.p99_us,
     service_memory_p50_us: parts.memOnly.p50_us, service_memory_p99_us: parts.memOnly.p99_us,
-    chain_floor_p50_us: parts.chained.p50_us, chain_floor_p99_us: parts.chained.p99_us, ratio_to_chain_floor: chainRatio,
+    chain_floor_p50_us: parts.chained.p50_us, chain_floor_p99_us: parts.chained.p99_us,
+    chain_stream_floor_p50_us: parts.chainedStream.p50_us, chain_stream_floor_p99_us: parts.chainedStream.p99_us, ratio_to_chain_stream_floor: chainRatio,
   };
   writeFileSync(RESULT_FILE, `${JSON.stringify({ ...r, breakdown, iterations: n, in_flight: IN_FLIGHT, machine: m, date: new Date().toISOString() }, null, 2)}\n`);
   console.log(`\nwrote ${RESULT_FILE}`);

@@ -1,6 +1,7 @@
 /**
  * Floors measured beside the fabric in the same run, as reusable pieces:
- *  - raw gRPC (grpc-js, no protobuf): unary echo, one-way server-stream delivery (the
+ *  - raw gRPC (grpc-js, no protobuf): unary echo, one message's round trip on a bidi
+ *    stream echo (OpStream's transport), one-way server-stream delivery (the
  *    server stamps each message with its CLOCK_MONOTONIC time; process.hrtime is
  *    system-wide on Linux, so the client subtracts it directly), and bidi stream echo
  *    throughput;
@@ -70,6 +71,8 @@ export interface GrpcFloor {
   echo(): Promise<void>;
   /** One server->client stream delivery: ns from the server's write to this process' receipt. */
   streamDelivery(): Promise<bigint>;
+  /** One message's round trip on a bidi stream echo (the transport of OpStream). */
+  streamRoundTrip(): Promise<void>;
   /** Bidi stream echo: messages/s with `window` messages outstanding for `seconds`. */
   streamThroughput(window: number, seconds: number, payloadBytes?: number): Promise<number>;
   close(): void;
@@ -87,7 +90,15 @@ export function grpcFloor(address: string, channels = 1): GrpcFloor {
     waiters.shift()?.(now - b.readBigUInt64LE(0));
   });
   stamp.on('error', () => {});
+  const rt = first.pipe();
+  const rtWaiters: (() => void)[] = [];
+  rt.on('data', () => rtWaiters.shift()?.());
+  rt.on('error', () => {});
   return {
+    streamRoundTrip: () => new Promise<void>((res) => {
+      rtWaiters.push(res);
+      rt.write(payload);
+    }),
     echo: () => new Promise<void>((res, rej) => {
       const c = clients[rr++ % clients.length] as RawFloorClient;
       c.echo(payload, (e) => (e ? rej(e) : res()));
@@ -118,6 +129,7 @@ export function grpcFloor(address: string, channels = 1): GrpcFloor {
     }),
     close: () => {
       stamp.end();
+      rt.end();
       for (const c of clients) c.close();
     },
   };
