@@ -122,7 +122,7 @@ function agentPanels(chip: string | undefined): { requests: PanelSpec[]; interru
     {
       kind: 'timeseries',
       title: 'Backend call latency by op',
-      description: 'One line-backend call (remote agents: the gRPC round trip to the line-state service), p50 and p99 per operation.',
+      description: 'One line-backend call (remote agents: the round trip of the operation to the line-state service on the chip\'s OpStream, batched with the operations of the same event-loop turn), p50 and p99 per operation.',
       unit: 's',
       queries: quantiles('gpiofabric_agent_backend_duration_seconds', chip, ['op'], [0.5, 0.99]),
     },
@@ -189,7 +189,7 @@ function agentPanels(chip: string | undefined): { requests: PanelSpec[]; interru
     {
       kind: 'timeseries',
       title: 'Agent reconnects',
-      description: 'Registration retries (register) and resumed event streams (stream) per second.',
+      description: 'Registration retries (register), resumed event streams (stream) and reopened operation streams (ops: OpStream broke, its in-flight operations sent once more) per second.',
       unit: 'ops',
       w: perChip ? 12 : 10,
       queries: [{ expr: `sum by (${[...byChip, 'what'].join(', ')}) (rate(gpiofabric_agent_reconnects_total${sel(chip)}[${RATE}]))`, legend: perChip ? '{{chip}} {{what}}' : '{{what}}' }],
@@ -250,7 +250,7 @@ function serviceRows(): { fabric: PanelSpec[]; rpc: PanelSpec[] } {
     {
       kind: 'timeseries',
       title: 'Service RPCs by method and code',
-      description: 'gRPC calls per second handled by the line-state service, by method and status code.',
+      description: 'gRPC calls per second handled by the line-state service, by method and status code. The streams (WatchEvents, OpStream) count once, when they end; the line operations agents send on OpStream are in "Line operations".',
       unit: 'reqps',
       stack: true,
       queries: [{ expr: `sum by (method, code) (rate(gpiofabric_linestate_rpcs_total[${RATE}]))`, legend: '{{method}} {{code}}' }],
@@ -258,7 +258,7 @@ function serviceRows(): { fabric: PanelSpec[]; rpc: PanelSpec[] } {
     {
       kind: 'timeseries',
       title: 'Service RPC latency p99 by method',
-      description: 'Handler time of unary RPCs, p99 per method (p50 over all methods).',
+      description: 'Handler time of unary RPCs, p99 per method (p50 over all methods). The streams (WatchEvents, OpStream) have none: see the store latency of lineOps for the agents\' operation batches.',
       unit: 's',
       queries: [
         ...quantiles('gpiofabric_linestate_rpc_duration_seconds', undefined, ['method'], [0.99]),
@@ -268,7 +268,7 @@ function serviceRows(): { fabric: PanelSpec[]; rpc: PanelSpec[] } {
     {
       kind: 'timeseries',
       title: 'Store latency by op',
-      description: 'One store operation (Redis: one script round trip), p50 and p99 per operation and store.',
+      description: 'One store operation (Redis: one script round trip), p50 and p99 per operation and store. lineOps is one OpStream batch of line operations (the agents\' path), lineOp one unary LineOp.',
       unit: 's',
       queries: quantiles('gpiofabric_linestate_store_duration_seconds', undefined, ['store', 'op'], [0.5, 0.99]),
     },
@@ -285,9 +285,24 @@ function serviceRows(): { fabric: PanelSpec[]; rpc: PanelSpec[] } {
     {
       kind: 'timeseries',
       title: 'Service errors by cause',
-      description: 'Failed calls by cause (gRPC status name): INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION are callers\' mistakes; UNAVAILABLE and INTERNAL point at the store (Redis).',
+      description: 'Failed calls and failed OpStream line operations by cause (gRPC status name): INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION are callers\' mistakes; UNAVAILABLE and INTERNAL point at the store (Redis); CANCELLED counts streams whose client went away.',
       unit: 'ops',
       queries: [{ expr: `sum by (cause) (rate(gpiofabric_linestate_errors_total[${RATE}]))`, legend: '{{cause}}' }],
+    },
+    // Last, so the ids of the panels above stay as they were before it (links to ?viewPanel=N).
+    {
+      kind: 'timeseries',
+      title: 'Line operations by path and code',
+      description: 'Line operations (the guests\' virtio-gpio requests forwarded by agents) per second: all of them, those answered on OpStream streams (the agents\' path; gpiofabric_linestate_stream_ops_total) and unary LineOp calls (other gRPC clients, and agents against a service without OpStream), by status code.',
+      unit: 'ops',
+      queries: [
+        {
+          expr: `sum(rate(gpiofabric_linestate_rpcs_total{method="LineOp"}[${RATE}])) + sum(rate(gpiofabric_linestate_stream_ops_total[${RATE}]))`,
+          legend: 'all',
+        },
+        { expr: `sum by (code) (rate(gpiofabric_linestate_stream_ops_total[${RATE}]))`, legend: 'OpStream {{code}}' },
+        { expr: `sum by (code) (rate(gpiofabric_linestate_rpcs_total{method="LineOp"}[${RATE}]))`, legend: 'LineOp {{code}}' },
+      ],
     },
   ];
   return { fabric, rpc };

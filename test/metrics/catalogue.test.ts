@@ -6,11 +6,14 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { test } from 'node:test';
-import { agentMetrics } from '../../services/agent/src/metrics.ts';
+import { readFileSync } from 'node:fs';
+import {
+  AGENT_ERROR_CAUSES, BACKEND_OPS, INTERRUPT_OUTCOMES, RECONNECT_WHAT, REQUEST_OUTCOMES, REQUEST_TYPES, agentMetrics,
+} from '../../services/agent/src/metrics.ts';
 import {
   DURATION_BUCKETS, MetricsAddressError, createMetricsRegistry, metricsFlag, parseMetricsAddress, startCommandMetrics, startMetricsServer,
 } from '../../services/common/src/metrics.ts';
-import { lineStateMetrics } from '../../services/linestate/src/metrics.ts';
+import { RPC_METHODS, STORE_OPS, lineStateMetrics } from '../../services/linestate/src/metrics.ts';
 import { createMemoryStore } from '../../services/linestate/src/store/memory-store.ts';
 import { httpGet, parseExposition, promtoolCheck, readCatalogue, withoutFlaggedDefaults } from './exposition.ts';
 
@@ -50,6 +53,46 @@ test('every series of docs/metrics.md is exported with its type and labels, and 
   } finally {
     await store.close();
   }
+});
+
+/**
+ * The text of docs/metrics.md from the line that starts with `start` up to the next table
+ * row, list item or blank line (a table row or a list item with its continuation lines).
+ */
+function docPart(doc: string, start: string): string {
+  const lines = doc.split('\n');
+  const i = lines.findIndex((l) => l.startsWith(start));
+  assert.notEqual(i, -1, `docs/metrics.md has no line starting with ${start}`);
+  const out = [lines[i]!];
+  for (let j = i + 1; j < lines.length; j++) {
+    const l = lines[j]!;
+    if (l.trim() === '' || l.startsWith('|') || l.startsWith('- ')) break;
+    out.push(l);
+  }
+  return out.join(' ');
+}
+
+/** The backticked words of `text`. */
+const ticked = (text: string): Set<string> => new Set([...text.matchAll(/`([^`]+)`/g)].map((m) => m[1]!));
+
+test('every label value the code uses is named in docs/metrics.md', () => {
+  const doc = readFileSync('docs/metrics.md', 'utf8');
+  const expectNamed = (where: string, values: readonly string[]): void => {
+    const words = ticked(docPart(doc, where));
+    assert.deepEqual(values.filter((v) => !words.has(v)), [], `values missing from "${where}…"`);
+  };
+  expectNamed('| `gpiofabric_agent_requests_total`', [...REQUEST_TYPES, ...REQUEST_OUTCOMES]);
+  expectNamed('| `gpiofabric_agent_interrupts_total`', INTERRUPT_OUTCOMES);
+  expectNamed('| `gpiofabric_agent_reconnects_total`', RECONNECT_WHAT);
+  expectNamed('| `gpiofabric_agent_errors_total`', AGENT_ERROR_CAUSES);
+  expectNamed('- `backend_duration_seconds`', BACKEND_OPS);
+  // The service's method and store-op lists are exactly the code's (the text names no other value in them).
+  const methods = /`method` is the RPC name \(([^)]*)\)/.exec(docPart(doc, '- `rpcs_total`'));
+  assert.ok(methods !== null, 'the rpcs_total item lists the methods');
+  assert.deepEqual([...ticked(methods[1]!)].sort(), [...RPC_METHODS].sort(), 'rpcs_total method values');
+  const ops = /`op` is the store method \(([^)]*)\)/.exec(docPart(doc, '- `store_duration_seconds`'));
+  assert.ok(ops !== null, 'the store_duration_seconds item lists the ops');
+  assert.deepEqual([...ticked(ops[1]!)].sort(), [...STORE_OPS].sort(), 'store_duration_seconds op values');
 });
 
 test('GET /metrics, GET /healthz in both states, 404 and 405', async () => {

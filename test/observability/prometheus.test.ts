@@ -12,7 +12,8 @@
  * toggled so vm-b gets cross-VM interrupts (delivered), an edge while masked (latched),
  * an armed buffer returned by SET_IRQ_TYPE NONE (invalid), bad guest requests (err),
  * failing operator calls (NOT_FOUND, INVALID_ARGUMENT), a contended net and an expired
- * lease taken over. Then every panel query is run through Prometheus' HTTP API with the
+ * lease taken over. The agents send the guests' line operations on their OpStreams, so the
+ * line operation panels (stream_ops_total, store op lineOps) see them. Then every panel query is run through Prometheus' HTTP API with the
  * template variables substituted, and each must return a non-empty result.
  */
 import { after, before, describe, it } from 'node:test';
@@ -306,6 +307,12 @@ describe('a real Prometheus scraping a real fabric: every dashboard panel has da
     assert.ok((await prom.value('sum(gpiofabric_linestate_lease_takeovers_total)')) >= 1);
     assert.ok((await prom.value('sum(gpiofabric_linestate_errors_total{cause="NOT_FOUND"})')) >= 1);
     assert.ok((await prom.value('sum(gpiofabric_linestate_event_streams{kind="agent"})')) >= 2);
+    // The agents' line operations went over their OpStreams (one store call per batch), none as unary LineOp.
+    assert.ok((await prom.value('sum(gpiofabric_linestate_stream_ops_total{code="OK"})')) >= 2 * TOGGLES, 'line operations answered on OpStream');
+    const batches = await prom.value('sum(gpiofabric_linestate_store_duration_seconds_count{op="lineOps"})');
+    assert.ok(batches >= 1 && batches <= (await prom.value('sum(gpiofabric_linestate_stream_ops_total)')), `lineOps store calls ${batches}`);
+    assert.equal(await prom.value('sum(gpiofabric_linestate_rpcs_total{method="LineOp"})'), 0, 'no unary LineOp');
+    assert.equal(await prom.value('sum(gpiofabric_linestate_store_duration_seconds_count{op="lineOp"})'), 0);
   });
 
   it('the rule groups are loaded and every rule evaluates cleanly', async () => {
