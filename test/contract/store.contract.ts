@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { ErrorCode, FabricError } from '../../services/common/src/errors.ts';
 import { Direction, DriveMode, DriveValue, Edge, IrqType, Pull } from '../../services/common/src/line-model.ts';
 import { LineOp } from '../../services/linestate/src/store/store.ts';
-import type { LineAddress, LineEventRecord, LineStore, Topology } from '../../services/linestate/src/store/store.ts';
+import type { BatchLineOp, LineAddress, LineEventRecord, LineInfo, LineOpOutcome, LineStore, Topology } from '../../services/linestate/src/store/store.ts';
+import { MAX_OP_BATCH } from '../../services/linestate/src/store/validate.ts';
 
 export interface StoreUnderTest {
   readonly store: LineStore;
@@ -315,6 +316,183 @@ export function runStoreContract(label: string, makeStore: () => Promise<StoreUn
         for (const [what, fn, code] of cases) await rejects(s, fn, code, undefined, what);
         const e = await rejects(s, () => op(LineOp.SET_VALUE, 1, 0, 'vm-a', t + 5n), ErrorCode.FAILED_PRECONDITION);
         assert.match(e.message, new RegExp(`stale lease token ${t + 5n}, current ${t}`));
+      });
+    });
+
+    // ------------------------------------------------------------ batches
+    describe('line operation batches (lineOps)', () => {
+      const op = (o: number, offset: number, value = 0): BatchLineOp => ({ op: o as LineOp, offset, value });
+      const ok = (value: number): LineOpOutcome => ({ ok: true, value });
+      /** A line without its chip id and net name (to compare two chips that got the same operations). */
+      const bare = ({ chip: _c, net: _n, ...rest }: LineInfo): Omit<LineInfo, 'chip' | 'net'> => rest;
+      const bareEvent = (e: LineEventRecord): [number, number, number, bigint] => [e.offset, e.level, e.edge, e.seq];
+      /** The outcome as [ok, value] or [code, message], checking the error is a FabricError. */
+      const outcome = (o: LineOpOutcome | undefined): [string, number | string] => {
+        assert.ok(o !== undefined, 'one outcome per operation');
+        if (o.ok) return ['ok', o.value];
+        assert.ok(o.error instanceof FabricError, `the error of an operation is a FabricError: ${String(o.error)}`);
+        return [o.error.code, o.error.message];
+      };
+
+      withStore('a batch applies in order: one outcome per operation, one event per level change, consecutive seqs', async (s) => {
+        const t = await register(s, 'vm-a', 4);
+        const tr = await register(s, 'vm-r', 4); // reference: the same operations one call each
+        await register(s, 'vm-n', 2);
+        await s.wire({ name: 'an', members: [at('vm-a', 2), at('vm-n', 1)], pull: Pull.NONE, driveMode: DriveMode.PUSH_PULL });
+        const live: LineEventRecord[] = [];
+        await s.subscribe(['vm-a', 'vm-n'], (e) => live.push(e));
+        const ops: [BatchLineOp, number][] = [
+          [op(LineOp.SET_DIRECTION, 0, Direction.OUT), 0], // output 0: level stays 0
+          [op(LineOp.SET_VALUE, 0, 1), 0], // 0 -> 1 (seq 1)
+          [op(LineOp.GET_VALUE, 0), 1],
+          [op(LineOp.SET_VALUE, 0, 0), 0], // 1 -> 0 (seq 2)
+          [op(LineOp.GET_VALUE, 0), 0],
+          [op(LineOp.GET_DIRECTION, 0), Direction.OUT],
+          [op(LineOp.SET_IRQ_TYPE, 1, IrqType.EDGE_BOTH), 0],
+          [op(LineOp.SET_VALUE, 2, 1), 0], // not an output yet: stored only
+          [op(LineOp.GET_VALUE, 2), 0],
+          [op(LineOp.SET_DIRECTION, 2, Direction.OUT), 0], // 0 -> 1 on vm-a:2 (seq 3) and on vm-n:1 across the net
+          [op(LineOp.GET_VALUE, 2), 1],
+          [op(LineOp.SET_VALUE, 0, 1), 0], // 0 -> 1 (seq 4)
+          [op(LineOp.SET_DIRECTION, 3, Direction.IN), 0],
+          [op(LineOp.GET_DIRECTION, 3), Direction.IN],
+        ];
+        const out = await s.lineOps('vm-a', t, ops.map(([o]) => o));
+        assert.deepEqual(out, ops.map(([, v]) => ok(v)));
+        const evA = await s.readEvents('vm-a', 0n, 0);
+        assert.deepEqual(evA.map(brief), [
+          ['vm-a', 0, 1, Edge.RISING, 1n],
+          ['vm-a', 0, 0, Edge.FALLING, 2n],
+          ['vm-a', 2, 1, Edge.RISING, 3n],
+          ['vm-a', 0, 1, Edge.RISING, 4n],
+        ]);
+        for (let i = 1; i < evA.length; i++) assert.ok(evA[i]!.timestampNs >= evA[i - 1]!.timestampNs, 'timestamps never go back');
+        const evN = await s.readEvents('vm-n', 0n, 0);
+        assert.deepEqual(evN.map(brief), [['vm-n', 1, 1, Edge.RISING, 1n]]);
+        assert.equal((await s.getChips?.(['vm-a']))?.[0]?.lastSeq ?? (await s.listChips()).find((c) => c.id === 'vm-a')!.lastSeq, 4n);
+        // live: every event once, in per-chip seq order
+        await waitFor(() => live.length >= evA.length + evN.length, 'the live events of the batch');
+        await sleep(20);
+        assert.deepEqual(live.filter((e) => e.chip === 'vm-a'), evA);
+        assert.deepEqual(live.filter((e) => e.chip === 'vm-n'), evN);
+        // the same operations one call each give the same answers, state and events
+        const one: number[] = [];
+        for (const [o] of ops) one.push(await s.lineOp({ chip: 'vm-r', leaseToken: tr, ...o }));
+        assert.deepEqual(one, ops.map(([, v]) => v));
+        assert.deepEqual((await s.listLines('vm-r')).map(bare), (await s.listLines('vm-a')).map(bare));
+        assert.deepEqual((await s.readEvents('vm-r', 0n, 0)).map(bareEvent), evA.map(bareEvent));
+      });
+
+      withStore('an invalid operation fails alone with INVALID_ARGUMENT and changes nothing; the others apply', async (s) => {
+        const t = await register(s, 'vm-a', 4);
+        const tr = await register(s, 'vm-r', 4); // reference: only the valid operations
+        await s.lineOp({ chip: 'vm-a', leaseToken: t, op: LineOp.SET_IRQ_TYPE, offset: 1, value: IrqType.LEVEL_LOW });
+        await s.lineOp({ chip: 'vm-r', leaseToken: tr, op: LineOp.SET_IRQ_TYPE, offset: 1, value: IrqType.LEVEL_LOW });
+        // [operation, expected value or undefined for a failure, message of the failure]
+        const ops: [BatchLineOp, number | undefined, RegExp?][] = [
+          [op(LineOp.SET_DIRECTION, 0, Direction.OUT), 0],
+          [op(LineOp.SET_VALUE, 4, 1), undefined, /offset 4 is out of range for chip vm-a \(0\.\.3\)/],
+          [op(LineOp.SET_VALUE, 0, 1), 0],
+          [op(LineOp.SET_VALUE, 0, 2), undefined, /value 2 is not 0 or 1/],
+          [op(LineOp.SET_DIRECTION, 1, 3), undefined, /direction 3 is not one of/],
+          [op(LineOp.SET_IRQ_TYPE, 1, 5), undefined, /irq type 5 is not one of/],
+          [op(7, 0, 1), undefined, /unknown line operation 7/],
+          [op(0, 0, 0), undefined, /unknown line operation 0/],
+          [op(1, 0, 0), undefined, /unknown line operation 1/],
+          [op(LineOp.GET_VALUE, 65535), undefined, /offset 65535/],
+          [op(LineOp.GET_VALUE, -1), undefined, /offset -1/],
+          [op(LineOp.GET_VALUE, 1.5), undefined, /offset 1\.5/],
+          [op(LineOp.GET_VALUE, 0), 1],
+          [op(LineOp.SET_DIRECTION, 0, 0xffffffff), undefined, /direction 4294967295/],
+          [op(LineOp.SET_VALUE, 0, 0), 0],
+          [op(LineOp.SET_VALUE, 0, -1), undefined, /value -1/],
+          [op(LineOp.GET_VALUE, 0), 0],
+          [op(LineOp.GET_DIRECTION, 0), Direction.OUT],
+          [op(LineOp.GET_DIRECTION, 1), Direction.NONE],
+        ];
+        const out = await s.lineOps('vm-a', t, ops.map(([o]) => o));
+        assert.equal(out.length, ops.length);
+        ops.forEach(([o, v, re], i) => {
+          const [k, x] = outcome(out[i]);
+          const what = `operation ${i} ${JSON.stringify(o)}`;
+          if (v !== undefined) assert.deepEqual([k, x], ['ok', v], what);
+          else {
+            assert.equal(k, ErrorCode.INVALID_ARGUMENT, `${what}: ${String(x)}`);
+            assert.match(String(x), re!, what);
+          }
+        });
+        for (const [o, v] of ops) if (v !== undefined) await s.lineOp({ chip: 'vm-r', leaseToken: tr, ...o });
+        assert.deepEqual((await s.listLines('vm-a')).map(bare), (await s.listLines('vm-r')).map(bare), 'the failed operations changed nothing');
+        const ev = await s.readEvents('vm-a', 0n, 0);
+        assert.deepEqual(ev.map(brief), [['vm-a', 0, 1, Edge.RISING, 1n], ['vm-a', 0, 0, Edge.FALLING, 2n]]);
+        assert.deepEqual((await s.readEvents('vm-r', 0n, 0)).map(bareEvent), ev.map(bareEvent));
+
+        // a batch of nothing but invalid operations: every one fails, nothing changes, no event
+        const before = await snapshot(s);
+        const bad = [op(LineOp.SET_VALUE, 0, 7), op(LineOp.SET_DIRECTION, 4, Direction.OUT), op(9, 0, 0), op(LineOp.GET_VALUE, -3)];
+        const out2 = await s.lineOps('vm-a', t, bad);
+        assert.deepEqual(out2.map((o) => outcome(o)[0]), bad.map(() => ErrorCode.INVALID_ARGUMENT));
+        assert.deepEqual(await snapshot(s), before);
+        assert.equal((await s.readEvents('vm-a', 0n, 0)).length, 2);
+      });
+
+      withStore('a stale lease or an unknown chip rejects the whole batch: nothing applied, no event', async (s) => {
+        const t = await register(s, 'vm-a', 4);
+        await s.lineOp({ chip: 'vm-a', leaseToken: t, op: LineOp.SET_DIRECTION, offset: 0, value: Direction.OUT });
+        const tc = await register(s, 'vm-c', 2);
+        await s.releaseChip('vm-c', tc);
+        const live: LineEventRecord[] = [];
+        await s.subscribe([], (e) => live.push(e));
+        const lines = await s.listLines('');
+        // valid operations that would change levels, one invalid one, reads
+        const batch = [op(LineOp.SET_VALUE, 0, 1), op(LineOp.SET_DIRECTION, 1, Direction.OUT), op(LineOp.GET_VALUE, 0), op(LineOp.SET_VALUE, 9, 1), op(LineOp.SET_DIRECTION, 0, Direction.NONE)];
+        const e1 = await rejects(s, () => s.lineOps('vm-a', t + 1n, batch), ErrorCode.FAILED_PRECONDITION, /stale lease token/, 'newer token');
+        assert.match(e1.message, new RegExp(`stale lease token ${t + 1n}, current ${t}`));
+        await rejects(s, () => s.lineOps('vm-a', 0n, batch), ErrorCode.FAILED_PRECONDITION, /stale lease token/, 'token 0');
+        if (t > 1n) await rejects(s, () => s.lineOps('vm-a', t - 1n, batch), ErrorCode.FAILED_PRECONDITION, /stale lease token/, 'older token');
+        await rejects(s, () => s.lineOps('vm-c', tc, [op(LineOp.SET_DIRECTION, 0, Direction.OUT), op(LineOp.GET_VALUE, 0)]), ErrorCode.FAILED_PRECONDITION, /no lease/, 'released lease');
+        await rejects(s, () => s.lineOps('vm-zz', t, batch), ErrorCode.NOT_FOUND, /vm-zz/, 'unknown chip');
+        assert.deepEqual(await s.listLines(''), lines);
+        assert.deepEqual(await s.readEvents('vm-a', 0n, 0), []);
+        assert.deepEqual(await s.readEvents('vm-c', 0n, 0), []);
+        // the listener got nothing: the next real change is the first event it sees
+        await s.lineOp({ chip: 'vm-a', leaseToken: t, op: LineOp.SET_VALUE, offset: 0, value: 1 });
+        await waitFor(() => live.length >= 1, 'the event of the valid call');
+        await sleep(20);
+        assert.deepEqual(live.map(brief), [['vm-a', 0, 1, Edge.RISING, 1n]]);
+      });
+
+      withStore('a stale lease or an unknown chip rejects even a batch of only malformed operations', async (s) => {
+        const t = await register(s, 'vm-a', 2);
+        const malformed = [op(LineOp.GET_VALUE, -1), op(LineOp.SET_VALUE, 0.5, 1)];
+        await rejects(s, () => s.lineOps('vm-a', t + 1n, malformed), ErrorCode.FAILED_PRECONDITION, /stale lease token/, 'stale lease');
+        await rejects(s, () => s.lineOps('vm-zz', t, malformed), ErrorCode.NOT_FOUND, /vm-zz/, 'unknown chip');
+      });
+
+      withStore('an empty batch answers [] and changes nothing', async (s) => {
+        const t = await register(s, 'vm-a', 2);
+        await s.lineOp({ chip: 'vm-a', leaseToken: t, op: LineOp.SET_DIRECTION, offset: 1, value: Direction.OUT });
+        const before = await snapshot(s);
+        assert.deepEqual(await s.lineOps('vm-a', t, []), []);
+        assert.deepEqual(await snapshot(s), before);
+        assert.deepEqual(await s.readEvents('vm-a', 0n, 0), []);
+      });
+
+      withStore(`at most MAX_OP_BATCH (${MAX_OP_BATCH}) operations: one more is refused whole, exactly that many apply`, async (s) => {
+        const t = await register(s, 'vm-a', 2);
+        await s.lineOp({ chip: 'vm-a', leaseToken: t, op: LineOp.SET_DIRECTION, offset: 0, value: Direction.OUT });
+        const toggles = (n: number): BatchLineOp[] => Array.from({ length: n }, (_, i) => op(LineOp.SET_VALUE, 0, (i + 1) % 2));
+        const e = await rejects(s, () => s.lineOps('vm-a', t, toggles(MAX_OP_BATCH + 1)), ErrorCode.INVALID_ARGUMENT, new RegExp(`${MAX_OP_BATCH}`), 'one too many');
+        assert.match(e.message, new RegExp(`${MAX_OP_BATCH + 1}`), 'the message says how many were sent');
+        await rejects(s, () => s.lineOps('vm-a', t, [...toggles(MAX_OP_BATCH), op(LineOp.GET_VALUE, 0)]), ErrorCode.INVALID_ARGUMENT, undefined, 'reads count too');
+        assert.deepEqual(await s.readEvents('vm-a', 0n, 0), []);
+        const out = await s.lineOps('vm-a', t, toggles(MAX_OP_BATCH));
+        assert.equal(out.length, MAX_OP_BATCH);
+        assert.ok(out.every((o) => o.ok && o.value === 0), 'every operation of a full batch succeeds');
+        const ev = await s.readEvents('vm-a', 0n, 2 * MAX_OP_BATCH);
+        assert.equal(ev.length, MAX_OP_BATCH, 'every toggle changed the level');
+        ev.forEach((x, i) => assert.deepEqual(brief(x), ['vm-a', 0, (i + 1) % 2, (i + 1) % 2 === 1 ? Edge.RISING : Edge.FALLING, BigInt(i + 1)]));
+        assert.equal((await s.listChips())[0]!.lastSeq, BigInt(MAX_OP_BATCH));
       });
     });
 
