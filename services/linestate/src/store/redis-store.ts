@@ -217,14 +217,13 @@ class RedisStore implements LineStore {
       sent.push(i);
       args.push(o.op, o.offset, typeof o.value === 'number' && Number.isFinite(o.value) ? o.value : -1);
     });
-    if (sent.length > 0) {
-      const r = (await this.run('lineops', chip, token, sent.length, ...args)) as [(number | [string, string])[], string];
-      this.deliverLocal(r[1]);
-      sent.forEach((i, k) => {
-        const v = r[0][k];
-        outcomes[i] = Array.isArray(v) ? { ok: false, error: scriptError(v[0], v[1]) } : { ok: true, value: Number(v) };
-      });
-    }
+    // run even with nothing to apply: the chip and the lease are checked for every batch
+    const r = (await this.run('lineops', chip, token, sent.length, ...args)) as [(number | [string, string])[], string];
+    this.deliverLocal(r[1]);
+    sent.forEach((i, k) => {
+      const v = r[0][k];
+      outcomes[i] = Array.isArray(v) ? { ok: false, error: scriptError(v[0], v[1]) } : { ok: true, value: Number(v) };
+    });
     return outcomes as LineOpOutcome[];
   }
 

@@ -134,10 +134,11 @@ export interface LineStore {
   lineOp(input: LineOpInput): Promise<number>;
   /**
    * Operations on one chip under one lease, applied in order in one atomic step (one
-   * Redis script). An empty batch does nothing. An unknown chip, a stale lease or an unreachable store rejects the
-   * whole batch (nothing applied); an invalid operation (offset, op, value) fails alone
-   * as its outcome and changes nothing, the others still apply. At most MAX_OP_BATCH
-   * (validate.ts) operations.
+   * Redis script). Every batch, even an empty one or one whose operations are all
+   * malformed, checks the chip and the lease first: an unknown chip, a stale lease or an
+   * unreachable store rejects the whole batch (nothing applied). An invalid operation
+   * (offset, op, value) fails alone as its outcome and changes nothing; the others still
+   * apply. At most MAX_OP_BATCH (validate.ts) operations.
    */
   lineOps(chip: string, leaseToken: bigint, ops: readonly BatchLineOp[]): Promise<readonly LineOpOutcome[]>;
   getNames(chip: string): Promise<readonly string[]>;

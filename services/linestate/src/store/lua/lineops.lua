@@ -13,9 +13,12 @@ for i = 1, n do
   if ok then
     results[i] = r
   else
-    local e = type(r) == 'table' and r.err or nil
+    -- fail() raises { err = 'GF:CODE:message' }; inside pcall Redis 7.0 hands it over
+    -- as that table or as a string (possibly prefixed "user_script:N: ")
+    local e = r
+    if type(r) == 'table' then e = r.err end
     local code, msg = nil, nil
-    if type(e) == 'string' then code, msg = string.match(e, '^GF:([A-Z_]+):(.*)$') end
+    if type(e) == 'string' then code, msg = string.match(e, 'GF:([A-Z_]+):(.*)$') end
     if not code then error(r) end
     results[i] = { code, msg }
   end
