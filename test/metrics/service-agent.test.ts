@@ -264,10 +264,9 @@ test('OpStream: each operation counts by its code (failures in errors_total too)
   assert.equal(e.has('gpiofabric_linestate_rpc_duration_seconds_count', { method: 'OpStream' }), false, 'no duration series for OpStream');
 });
 
-// TODO remove `todo` once fixed: server.ts counts an OpStream whose client cancels as OK. grpc-js
-// emits 'end' on the cancelled call first (call.cancelled still false), the handler ends the call,
-// 'finish' counts OK, and the later 'cancelled' finds the stream counted.
-test('OpStream: a stream whose client goes away counts once as CANCELLED (and in errors_total)', { todo: 'server.ts opStream counts a cancelled stream as OK' }, async () => {
+// grpc-js emits 'end' on a cancelled call first (call.cancelled still false); the service
+// counts at 'close' so this is CANCELLED, not OK.
+test('OpStream: a stream whose client goes away counts once as CANCELLED (and in errors_total)', async () => {
   const token = agent.backend instanceof RemoteBackend ? agent.backend.leaseToken : undefined;
   assert.ok(token !== undefined, 'the agent holds the lease');
   const b = await scrape();

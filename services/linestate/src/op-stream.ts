@@ -6,10 +6,12 @@
  *    process.nextTick, so a lone operation waits for nothing.
  *  - One long-lived stream per client, opened on the first operation and reopened after
  *    a failure. Results come back by id.
- *  - Operations that were sent on a stream that broke are sent once more on the next
- *    stream (every line operation is idempotent: it sets or reads a value), then fail
- *    with the stream's error; so while the service is unreachable operations fail fast
- *    and nothing waits forever.
+ *  - Operations in flight on a stream that had been answering when it broke are sent
+ *    once more on a new stream once the channel is connected again (waiting at most
+ *    RECONNECT_WAIT_MS; every line operation is idempotent: it sets or reads a value),
+ *    then fail with the stream's error. A stream that fails before any answer
+ *    (service unreachable) fails everything pending at once, as a unary call would; the
+ *    next operation tries a new stream. Nothing waits forever.
  *  - Each operation has a deadline (the client's deadlineMs, checked every
  *    DEADLINE_TICK_MS); a late one fails with DEADLINE_EXCEEDED and its result, should it
  *    still come, is dropped.
@@ -21,6 +23,9 @@ import type { LineOpItem, LineOpResultBatch } from '../../common/src/gen/gpiofab
 import { DEADLINE_TICK_MS, type LineStateClient, type OpStreamHandle } from './client.ts';
 import { fromStatusCode } from './grpc/status.ts';
 import { MAX_OP_BATCH } from './store/validate.ts';
+
+/** How long operations resent after a stream broke wait for the channel to reconnect. */
+export const RECONNECT_WAIT_MS = 2000;
 
 export interface OpStreamClientOptions {
   readonly client: LineStateClient;
@@ -48,9 +53,6 @@ interface PendingOp {
   readonly reject: (e: FabricError) => void;
 }
 
-/** Backoff between reopen attempts of a stream that keeps failing, bounded at 1 s. */
-const reopenDelay = (failures: number): number => (failures <= 1 ? 0 : Math.min(1000, 25 * 2 ** Math.min(failures, 6)));
-
 export class OpStreamClient {
   readonly #client: LineStateClient;
   readonly #chip: string;
@@ -64,10 +66,11 @@ export class OpStreamClient {
   readonly #sent = new Map<number, PendingOp>();
   #stream: OpStreamHandle | undefined;
   #flushScheduled = false;
-  #reopenTimer: NodeJS.Timeout | undefined;
   #ticker: NodeJS.Timeout | undefined;
-  /** Consecutive stream failures without a result in between. */
-  #failures = 0;
+  /** Waiting for the channel after a working stream broke (flush waits too). */
+  #reconnecting = false;
+  /** The current stream has delivered results (it worked before it broke). */
+  #answered = false;
   #nextId = 1;
   #unary = false;
   #closed = false;
@@ -106,14 +109,16 @@ export class OpStreamClient {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#reopenTimer);
     clearInterval(this.#ticker);
     this.#ticker = undefined;
     const err = new FabricError(ErrorCode.UNAVAILABLE, `the operation stream of chip ${this.#chip} was closed`);
+    const idle = this.#sent.size === 0;
     for (const p of [...this.#queue, ...this.#sent.values()]) this.#settle(p, err);
     this.#queue = [];
     this.#sent.clear();
-    this.#stream?.cancel();
+    // nothing in flight: a half-close (the service ends the stream OK); else cancel it
+    if (idle) this.#stream?.end();
+    else this.#stream?.cancel();
     this.#stream = undefined;
   }
 
@@ -127,12 +132,11 @@ export class OpStreamClient {
 
   #flush(): void {
     this.#flushScheduled = false;
-    if (this.#closed || this.#queue.length === 0) return;
+    if (this.#closed || this.#queue.length === 0 || this.#reconnecting) return;
     if (this.#unary) {
       this.#flushUnary();
       return;
     }
-    if (this.#reopenTimer !== undefined) return; // waiting to reopen; the reopen flushes
     const stream = this.#stream ?? this.#open();
     const queue = this.#queue;
     this.#queue = [];
@@ -173,7 +177,7 @@ export class OpStreamClient {
   }
 
   #onResults(b: LineOpResultBatch): void {
-    this.#failures = 0;
+    this.#answered = true;
     for (const r of b.results) {
       const p = this.#sent.get(r.id);
       if (p === undefined) continue; // late (its deadline passed) or unknown
@@ -182,10 +186,18 @@ export class OpStreamClient {
     }
   }
 
-  /** The stream failed: resend what was on it once, fail what was already resent, reopen when there is work. */
+  /**
+   * The stream failed. If it had answered before (a working stream that broke), what was
+   * in flight on it is sent once more on a new stream at once; what was already resent
+   * fails. If it never answered (the service is unreachable), everything pending fails
+   * now with the stream's error, as a unary call would, and the next operation opens a
+   * new stream.
+   */
   #broken(handle: OpStreamHandle, err: FabricError, unimplemented: boolean): void {
     if (this.#stream !== handle || this.#closed) return;
     this.#stream = undefined;
+    const answered = this.#answered;
+    this.#answered = false;
     const inFlight = [...this.#sent.values()].sort((a, b) => a.id - b.id);
     this.#sent.clear();
     if (unimplemented) {
@@ -196,8 +208,12 @@ export class OpStreamClient {
       this.#flushUnary();
       return;
     }
-    this.#failures++;
     this.#onReconnect?.();
+    if (!answered) {
+      for (const p of [...inFlight, ...this.#queue]) this.#settle(p, err);
+      this.#queue = [];
+      return;
+    }
     const again: PendingOp[] = [];
     for (const p of inFlight) {
       if (p.resent) this.#settle(p, err);
@@ -206,18 +222,21 @@ export class OpStreamClient {
         again.push(p);
       }
     }
-    if (this.#failures > 1) {
-      // the stream keeps failing (service unreachable): what waits fails fast too
-      for (const p of this.#queue) this.#settle(p, err);
-      this.#queue = [];
-    }
     this.#queue = [...again, ...this.#queue];
-    if (this.#queue.length === 0) return;
-    clearTimeout(this.#reopenTimer);
-    this.#reopenTimer = setTimeout(() => {
-      this.#reopenTimer = undefined;
-      this.#flush();
-    }, reopenDelay(this.#failures));
+    // Wait (boundedly) for the channel to connect again before the resend: right after a
+    // reset grpc-js fails new calls at once while it backs off.
+    this.#reconnecting = true;
+    this.#client.waitForReady(RECONNECT_WAIT_MS).then(
+      () => {
+        this.#reconnecting = false;
+        this.#flush();
+      },
+      () => {
+        this.#reconnecting = false;
+        for (const p of this.#queue) this.#settle(p, err);
+        this.#queue = [];
+      },
+    );
   }
 
   #settle(p: PendingOp, r: number | FabricError): void {

@@ -37,6 +37,8 @@ export const DEFAULT_LEASE_TTL_MS = 10_000;
 export const WATCH_BACKLOG_PAGE = 1000;
 /** An OpStream stops reading while this many of its batches are being answered (resumes at half). */
 export const OP_STREAM_MAX_PENDING_BATCHES = 64;
+/** After an OpStream client's end, how long the service waits to tell a half-close from a cancel. */
+export const OP_STREAM_END_GRACE_MS = 20;
 /** Largest request the server accepts (a topology document of MAX_DOCUMENT_BYTES plus framing). */
 export const MAX_REQUEST_BYTES = MAX_DOCUMENT_BYTES + 64 * 1024;
 
@@ -176,10 +178,19 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
       };
       call.on('cancelled', gone);
       call.on('error', gone);
-      call.on('finish', () => count(GrpcStatus.OK));
+      // A client that cancels shows 'end' before 'cancelled' (call.cancelled still false,
+      // and the RST can take longer than a turn of the loop): wait OP_STREAM_END_GRACE_MS
+      // before treating the end as a half-close (answer, finish, OK) rather than a cancel.
+      const finishLater = (): void => {
+        setTimeout(() => {
+          if (call.cancelled) gone();
+          else endStream();
+        }, OP_STREAM_END_GRACE_MS);
+      };
+      call.on('finish', () => count(call.cancelled ? GrpcStatus.CANCELLED : GrpcStatus.OK));
       call.on('end', () => {
         clientDone = true;
-        if (pending === 0) endStream();
+        if (pending === 0) finishLater();
       });
       call.on('data', (batch: LineOpBatch) => {
         pending++;
@@ -189,7 +200,7 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
         }).finally(() => {
           pending--;
           if (pending === OP_STREAM_MAX_PENDING_BATCHES >> 1) call.resume();
-          if (clientDone && pending === 0) endStream();
+          if (clientDone && pending === 0) finishLater();
         });
       });
       /** Never rejects: every failure becomes the result of the operations it concerns. */

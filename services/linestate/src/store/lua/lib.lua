@@ -98,12 +98,13 @@ local function chip(id)
     if c == false then return nil end
     return c
   end
-  local m = redis.call('HMGET', kc(id), 'n', 's', 'ts')
+  local m = redis.call('HMGET', kc(id), 'n', 's', 'ts', 't')
   if not m[1] then
     chips[id] = false
     return nil
   end
-  c = { id = id, n = tonumber(m[1]), s = tonumber(m[2] or '0'), ts = m[3] or '0', dirty = false }
+  -- t: the lease token as read (leased_chip); writers of 't' do not use this cache
+  c = { id = id, n = tonumber(m[1]), s = tonumber(m[2] or '0'), ts = m[3] or '0', t = m[4] or '0', dirty = false }
   chips[id] = c
   return c
 end
@@ -289,7 +290,7 @@ end
 -- the chip of an agent's operation, checked against the caller's lease token
 local function leased_chip(id, token)
   local c = must_chip(id)
-  local t = redis.call('HGET', kc(id), 't') or '0'
+  local t = c.t
   if t == '0' then fail('FAILED_PRECONDITION', 'stale lease token ' .. token .. ', chip ' .. id .. ' has no lease') end
   if t ~= token then fail('FAILED_PRECONDITION', 'stale lease token ' .. token .. ', current ' .. t) end
   return c
