@@ -56,6 +56,8 @@ function sources(): Map<ScriptName, string> {
 }
 
 const CODES = new Set<string>(Object.values(ErrorCode));
+/** Bound of the set of locally delivered messages awaiting their pub/sub copy. */
+const LOCAL_DONE_MAX = 4096;
 const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|NOREPLICAS|MISCONF)\b/;
 
 /** Map anything ioredis throws onto a FabricError (keeping the cause). */
@@ -143,6 +145,8 @@ class RedisStore implements LineStore {
   private sub: Redis | undefined;
   private subReady: Promise<void> | undefined;
   private readonly listeners = new EventListeners();
+  /** Published messages delivered in full locally whose pub/sub copy has not come yet (bounded, oldest dropped). */
+  private readonly localDone = new Set<string>();
   /** Newest seq delivered per chip (detects gaps after a subscriber reconnect). */
   private readonly delivered = new Map<string, bigint>();
   private chain: Promise<void> = Promise.resolve();
@@ -370,6 +374,7 @@ class RedisStore implements LineStore {
   }
 
   private onMessage(msg: string): void {
+    if (this.localDone.delete(msg)) return; // every event of it went out by same-replica delivery
     const events = parseEventMessage(msg);
     this.chain = this.chain.then(() => this.deliverInOrder(events)).catch(() => {});
   }
@@ -386,9 +391,16 @@ class RedisStore implements LineStore {
     if (msg === '' || !this.listeners.any()) return;
     const events = parseEventMessage(msg);
     this.chain = this.chain.then(() => {
+      let all = true;
       for (const e of events) {
         const last = this.delivered.get(e.chip);
         if (last !== undefined && e.seq === last + 1n) this.emit(e);
+        else all = false;
+      }
+      if (all) {
+        // its pub/sub copy (the same text) is then skipped without parsing
+        this.localDone.add(msg);
+        if (this.localDone.size > LOCAL_DONE_MAX) this.localDone.delete(this.localDone.values().next().value as string);
       }
     }).catch(() => {});
   }
