@@ -5,9 +5,11 @@
  *
  *   agent <chip>      RegisterChip / RenewLease / ReleaseChip / LineOp / OpStream (each
  *                     batch names its chip) of its chips;
- *                     GetNames, GetLine, ListLines and WatchEvents of its chips only
+ *                     GetNames, GetLine, ListLines and WatchEvents / WatchEventBatches of
+ *                     its chips only
  *   operator <name>   everything
- *   watcher <name>    read-only: ListChips, ListLines, ListNets, GetLine, GetNames, WatchEvents
+ *   watcher <name>    read-only: ListChips, ListLines, ListNets, GetLine, GetNames, WatchEvents,
+ *                     WatchEventBatches
  */
 import { FabricError, ErrorCode } from '../../common/src/errors.ts';
 import { agentMayServe, type Principal } from '../../common/src/tls.ts';
@@ -15,14 +17,15 @@ import type { RpcMethod } from './metrics.ts';
 
 /** RPCs of each class. */
 export const AGENT_RPCS: ReadonlySet<RpcMethod> = new Set(['RegisterChip', 'RenewLease', 'ReleaseChip', 'LineOp', 'OpStream']);
-export const READ_RPCS: ReadonlySet<RpcMethod> = new Set(['ListChips', 'ListLines', 'ListNets', 'GetLine', 'GetNames', 'WatchEvents']);
+export const READ_RPCS: ReadonlySet<RpcMethod> = new Set(['ListChips', 'ListLines', 'ListNets', 'GetLine', 'GetNames', 'WatchEvents', 'WatchEventBatches']);
 export const OPERATOR_RPCS: ReadonlySet<RpcMethod> = new Set(['Wire', 'Unwire', 'Drive', 'SetBias', 'ApplyTopology']);
 
 /** The chips a request names (for the agent checks); undefined = "every chip". */
 function chipsOf(rpc: RpcMethod, req: unknown): readonly string[] | undefined {
   const r = (req ?? {}) as { chip?: unknown; chips?: unknown; line?: { chip?: unknown } };
   switch (rpc) {
-    case 'WatchEvents': {
+    case 'WatchEvents':
+    case 'WatchEventBatches': {
       const cs = Array.isArray(r.chips) ? r.chips.map(String) : [];
       return cs.length === 0 ? undefined : cs;
     }

@@ -10,7 +10,7 @@ import {
   LineStateServiceClient,
   type ApplyTopologyRequest, type ApplyTopologyResponse, type Chip, type DriveRequest, type DriveResponse, type GetLineRequest,
   type GetNamesRequest, type GetNamesResponse, type LeaseRequest, type LineEvent, type LineOpBatch, type LineOpRequest, type LineOpResponse,
-  type LineOpResultBatch,
+  type LineEventBatch, type LineOpResultBatch,
   type LineState, type ListLinesRequest, type Net, type RegisterChipRequest, type RegisterChipResponse,
   type RenewLeaseResponse, type SetBiasRequest, type WatchEventsRequest, type WireRequest,
 } from '../../common/src/gen/gpiofabric/v1/linestate.ts';
@@ -65,6 +65,14 @@ export interface LineStateClient {
    */
   watchEvents(req: WatchEventsRequest, onEvent: (e: LineEvent) => void, onError: (e: FabricError) => void, onEnd?: () => void): WatchHandle;
   /**
+   * The same stream with the events that were ready together delivered as one array
+   * (WatchEventBatches). `onError`'s `unimplemented`: the service has no
+   * WatchEventBatches, so use watchEvents.
+   */
+  watchEventBatches(
+    req: WatchEventsRequest, onEvents: (es: LineEvent[]) => void, onError: (e: FabricError, unimplemented: boolean) => void, onEnd?: () => void,
+  ): WatchHandle;
+  /**
    * Open an OpStream. `onError` gets its failure (`unimplemented`: the service has no
    * OpStream, so use LineOp) and `onEnd` a clean end by the service; neither fires after
    * `cancel()`.
@@ -78,6 +86,28 @@ export interface LineStateClient {
 type Callback<Res> = (err: ServiceError | null, res: Res) => void;
 type RawUnary<Req, Res> = (req: Req, cb: Callback<Res>) => unknown;
 interface Pending { readonly deadline: number; expired: boolean; cancel(): void }
+
+/** One server stream as callbacks: `onError` (as FabricError; `unimplemented` = the method is unknown) and `onEnd` never fire after cancel(). */
+function serverStream<T>(
+  stream: ClientReadableStream<T>, onData: (m: T) => void, onError: (e: FabricError, unimplemented: boolean) => void, onEnd?: () => void,
+): WatchHandle {
+  let cancelled = false;
+  let failed = false;
+  stream.on('data', (m: T) => { if (!cancelled) onData(m); });
+  stream.on('error', (e: ServiceError) => {
+    if (cancelled || failed) return;
+    failed = true;
+    onError(fromServiceError(e), e.code === GrpcStatus.UNIMPLEMENTED);
+  });
+  stream.on('end', () => { if (!cancelled && !failed) onEnd?.(); });
+  return {
+    cancel: () => {
+      if (cancelled) return;
+      cancelled = true;
+      stream.cancel();
+    },
+  };
+}
 
 /** Granularity of unary-call deadlines. */
 export const DEADLINE_TICK_MS = 50;
@@ -163,26 +193,9 @@ export function createLineStateClient(address: string, opts: LineStateClientOpti
     drive: (req) => call(fns.drive, req),
     setBias: (req) => call(fns.setBias, req),
     applyTopology: (req) => call(fns.applyTopology, req),
-    watchEvents: (req, onEvent, onError, onEnd) => {
-      const stream: ClientReadableStream<LineEvent> = raw.watchEvents(req);
-      let cancelled = false;
-      let failed = false;
-      stream.on('data', (e: LineEvent) => { if (!cancelled) onEvent(e); });
-      stream.on('error', (e: ServiceError) => {
-        if (cancelled || failed) return;
-        failed = true;
-        if (e.code === GrpcStatus.CANCELLED && cancelled) return;
-        onError(fromServiceError(e));
-      });
-      stream.on('end', () => { if (!cancelled && !failed) onEnd?.(); });
-      return {
-        cancel: () => {
-          if (cancelled) return;
-          cancelled = true;
-          stream.cancel();
-        },
-      };
-    },
+    watchEvents: (req, onEvent, onError, onEnd) => serverStream(raw.watchEvents(req), onEvent, (e) => onError(e), onEnd),
+    watchEventBatches: (req, onEvents, onError, onEnd) =>
+      serverStream(raw.watchEventBatches(req), (b: LineEventBatch) => onEvents(b.events), (e, unimplemented) => onError(e, unimplemented), onEnd),
     opStream: (onResults, onError, onEnd) => {
       const stream: ClientDuplexStream<LineOpBatch, LineOpResultBatch> = raw.opStream();
       let over = false;

@@ -13,7 +13,7 @@ import type { LineStore } from './store/store.ts';
 
 /** RPC method label values (LineStateService). */
 export const RPC_METHODS = [
-  'RegisterChip', 'RenewLease', 'ReleaseChip', 'LineOp', 'OpStream', 'GetNames', 'WatchEvents', 'Wire', 'Unwire',
+  'RegisterChip', 'RenewLease', 'ReleaseChip', 'LineOp', 'OpStream', 'GetNames', 'WatchEvents', 'WatchEventBatches', 'Wire', 'Unwire',
   'ListChips', 'ListLines', 'ListNets', 'GetLine', 'Drive', 'SetBias', 'ApplyTopology',
 ] as const;
 export type RpcMethod = (typeof RPC_METHODS)[number];
@@ -152,7 +152,7 @@ export class LineStateMetrics {
 
     for (const method of RPC_METHODS) {
       this.#rpcChild(method, 'OK').inc(0);
-      if (method !== 'WatchEvents' && method !== 'OpStream') {
+      if (method !== 'WatchEvents' && method !== 'WatchEventBatches' && method !== 'OpStream') {
         this.rpcDuration.zero({ method });
         this.#rpcDurations.set(method, this.rpcDuration.labels({ method }));
       }

@@ -12,7 +12,7 @@ import {
   LineStateServiceService,
   type ApplyTopologyRequest, type ApplyTopologyResponse, type DriveRequest, type DriveResponse, type GetLineRequest,
   type GetNamesRequest, type GetNamesResponse, type LeaseRequest, type LineEvent, type LineOpBatch, type LineOpRequest, type LineOpResponse,
-  type LineOpResult, type LineOpResultBatch,
+  type LineEventBatch, type LineOpResult, type LineOpResultBatch,
   type LineState, type ListChipsResponse, type ListLinesRequest, type ListLinesResponse, type ListNetsResponse, type Net,
   type RegisterChipRequest, type RegisterChipResponse, type ReleaseChipResponse, type RenewLeaseResponse, type SetBiasRequest,
   type UnwireRequest, type UnwireResponse, type WatchEventsRequest, type WireRequest,
@@ -123,6 +123,28 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
       metrics?.rpc(rpc, GrpcStatus.OK, (performance.now() - t0) / 1000);
       cb(null, res);
     }, failed);
+  };
+
+  /** WatchEvents and WatchEventBatches: the same stream, `out` writes one event (at once or batched). */
+  const watchHandler = (rpc: 'WatchEvents' | 'WatchEventBatches', call: ServerWritableStream<WatchEventsRequest, unknown>, out: (e: LineEvent) => void): void => {
+    let counted = metrics === undefined;
+    const count = (code: number): void => {
+      if (counted) return;
+      counted = true;
+      metrics?.rpc(rpc, code);
+    };
+    if (metrics !== undefined) {
+      call.on('cancelled', () => count(GrpcStatus.CANCELLED));
+      call.on('finish', () => count(GrpcStatus.OK));
+    }
+    void (async () => {
+      check(rpc, call);
+      await watchEvents(store, call, out, openStreams, metrics);
+    })().catch((e: unknown) => {
+      const s = fail(rpc, e);
+      count(s.code ?? GrpcStatus.UNKNOWN);
+      if (!call.cancelled && !call.writableEnded) call.emit('error', s);
+    });
   };
 
   const impl = {
@@ -242,26 +264,8 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
       };
     },
     getNames: unary<GetNamesRequest, GetNamesResponse>('GetNames', async (req) => ({ names: [...(await store.getNames(cv.chipId(req.chip)))] })),
-    watchEvents: (call: ServerWritableStream<WatchEventsRequest, LineEvent>) => {
-      let counted = metrics === undefined;
-      const count = (code: number): void => {
-        if (counted) return;
-        counted = true;
-        metrics?.rpc('WatchEvents', code);
-      };
-      if (metrics !== undefined) {
-        call.on('cancelled', () => count(GrpcStatus.CANCELLED));
-        call.on('finish', () => count(GrpcStatus.OK));
-      }
-      void (async () => {
-        check('WatchEvents', call);
-        await watchEvents(store, call, openStreams, metrics);
-      })().catch((e: unknown) => {
-        const s = fail('WatchEvents', e);
-        count(s.code ?? GrpcStatus.UNKNOWN);
-        if (!call.cancelled && !call.writableEnded) call.emit('error', s);
-      });
-    },
+    watchEvents: (call: ServerWritableStream<WatchEventsRequest, LineEvent>) => watchHandler('WatchEvents', call, (e) => call.write(e)),
+    watchEventBatches: (call: ServerWritableStream<WatchEventsRequest, LineEventBatch>) => watchHandler('WatchEventBatches', call, batchWriter(call)),
     wire: unary<WireRequest, Net>('Wire', async (req) => {
       const name = req.name === '' ? '' : cv.netName(req.name);
       if (req.members.length < 2) throw invalidArgument(`a net needs at least 2 members, got ${req.members.length}`);
@@ -335,13 +339,36 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
   };
 }
 
+/** Most events in one LineEventBatch. */
+export const MAX_EVENT_BATCH = 1000;
+
 /**
- * One WatchEvents stream. With from_seq: subscribe first and buffer live events, read
+ * The writer of a WatchEventBatches stream: events written in one turn of the event loop
+ * go out as one message (flushed on process.nextTick, so a lone event waits for nothing),
+ * at most MAX_EVENT_BATCH per message.
+ */
+function batchWriter(call: ServerWritableStream<WatchEventsRequest, LineEventBatch>): (e: LineEvent) => void {
+  let pending: LineEvent[] = [];
+  const flush = (): void => {
+    const events = pending;
+    pending = [];
+    if (events.length > 0 && !call.writableEnded && !call.cancelled) call.write({ events });
+  };
+  return (e) => {
+    pending.push(e);
+    if (pending.length === 1) process.nextTick(flush);
+    else if (pending.length >= MAX_EVENT_BATCH) flush();
+  };
+}
+
+/**
+ * One WatchEvents / WatchEventBatches stream. With from_seq: subscribe first and buffer live events, read
  * the backlog (seq > from_seq) in pages, then flush the buffer dropping what was sent,
  * then go live. Per chip, nothing is sent twice or out of order (seq only increases).
  */
 async function watchEvents(
-  store: LineStore, call: ServerWritableStream<WatchEventsRequest, LineEvent>, openStreams: Set<{ end(): void }>, metrics: LineStateMetrics | undefined,
+  store: LineStore, call: ServerWritableStream<WatchEventsRequest, unknown>, out: (e: LineEvent) => void, openStreams: Set<{ end(): void }>,
+  metrics: LineStateMetrics | undefined,
 ): Promise<void> {
   const req = call.request;
   if (req.chips.length > 1024) throw invalidArgument(`chips has ${req.chips.length} entries (at most 1024)`);
@@ -390,7 +417,7 @@ async function watchEvents(
     const last = lastSent.get(e.chip);
     if (last !== undefined && e.seq <= last) return;
     lastSent.set(e.chip, e.seq);
-    call.write(cv.eventToProto(e));
+    out(cv.eventToProto(e));
     metrics?.eventSent(live ? e.timestampNs : undefined);
   };
   call.on('cancelled', () => finish(false));

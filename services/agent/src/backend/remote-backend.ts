@@ -7,7 +7,8 @@
  *  - forwards line operations on one OpStream (OpStreamClient: the operations of one
  *    event-loop turn go out as one batch carrying the fencing token; unary LineOp when
  *    the service has no OpStream), each with the client's deadline;
- *  - consumes the chip's event stream from a cursor (the newest seq it has seen) and,
+ *  - consumes the chip's event stream (WatchEventBatches; WatchEvents from a service
+ *    without it) from a cursor (the newest seq it has seen) and,
  *    after any stream failure, reconnects with backoff and resumes from that cursor, so
  *    no interrupt is missed and none is delivered twice (events with seq <= cursor are
  *    dropped).
@@ -78,6 +79,8 @@ export class RemoteBackend implements LineBackend {
   #renewTimer: NodeJS.Timeout | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #watch: WatchHandle | undefined;
+  /** The service has no WatchEventBatches (UNIMPLEMENTED once): use WatchEvents. */
+  #plainEvents = false;
   #streamAttempt = 0;
   /** The cursor at which a seq jump was last re-read (one replay attempt per gap). */
   #gapAt = -1n;
@@ -299,16 +302,21 @@ export class RemoteBackend implements LineBackend {
     this.#watch?.cancel();
     this.#watch = undefined;
     if (this.#closed) return;
-    const from = this.#cursor;
-    const handle = this.#client.watchEvents(
-      { chips: [this.chip], fromSeq: from.toString() },
-      (e) => {
-        this.#streamAttempt = 0;
-        this.#onStreamEvent(e);
-      },
-      (err) => this.#streamFailed(handle, err),
-      () => this.#streamFailed(handle, new FabricError(ErrorCode.UNAVAILABLE, 'event stream ended by the service')),
-    );
+    const req = { chips: [this.chip], fromSeq: this.#cursor.toString() };
+    const ended = (): void => this.#streamFailed(handle, new FabricError(ErrorCode.UNAVAILABLE, 'event stream ended by the service'));
+    const handle: WatchHandle = this.#plainEvents
+      ? this.#client.watchEvents(req, (e) => this.#onStreamEvents([e]), (err) => this.#streamFailed(handle, err), ended)
+      : this.#client.watchEventBatches(req, (es) => this.#onStreamEvents(es), (err, unimplemented) => {
+        if (unimplemented && this.#watch === handle) {
+          // an older service: one message per event then
+          this.#log.info(`chip ${this.chip}: the line-state service has no WatchEventBatches; using WatchEvents`);
+          this.#plainEvents = true;
+          this.#watch = undefined;
+          this.#openStream();
+          return;
+        }
+        this.#streamFailed(handle, err);
+      }, ended);
     this.#watch = handle;
   }
 
@@ -327,6 +335,16 @@ export class RemoteBackend implements LineBackend {
     }
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => this.#openStream(), backoff(attempt));
+  }
+
+  #onStreamEvents(es: readonly ProtoLineEvent[]): void {
+    this.#streamAttempt = 0;
+    for (const e of es) {
+      // a re-read reopened the stream: the rest of this batch is replayed by the new one
+      const watch = this.#watch;
+      this.#onStreamEvent(e);
+      if (this.#watch !== watch) return;
+    }
   }
 
   #onStreamEvent(e: ProtoLineEvent): void {

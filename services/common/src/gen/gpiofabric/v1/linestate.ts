@@ -566,6 +566,11 @@ export interface GetNamesResponse {
   names: string[];
 }
 
+/** Events of a WatchEventBatches stream that were ready together, oldest first. */
+export interface LineEventBatch {
+  events: LineEvent[];
+}
+
 export interface WatchEventsRequest {
   /** Chips to watch; empty = every chip (live events only). */
   chips: string[];
@@ -2794,6 +2799,75 @@ export const GetNamesResponse: MessageFns<GetNamesResponse> = {
   },
 };
 
+function createBaseLineEventBatch(): LineEventBatch {
+  return { events: [] };
+}
+
+export const LineEventBatch: MessageFns<LineEventBatch> = {
+  encode(message: LineEventBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      LineEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LineEventBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLineEventBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(LineEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LineEventBatch {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => LineEvent.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: LineEventBatch): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => LineEvent.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LineEventBatch>, I>>(base?: I): LineEventBatch {
+    return LineEventBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LineEventBatch>, I>>(object: I): LineEventBatch {
+    const message = createBaseLineEventBatch();
+    message.events = object.events?.map((e) => LineEvent.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseWatchEventsRequest(): WatchEventsRequest {
   return { chips: [], fromSeq: undefined, offset: undefined };
 }
@@ -4112,6 +4186,20 @@ export const LineStateServiceService = {
     responseSerialize: (value: LineEvent): Buffer => Buffer.from(LineEvent.encode(value).finish()),
     responseDeserialize: (value: Buffer): LineEvent => LineEvent.decode(value),
   },
+  /**
+   * The same stream with the events that are ready together in one message (at most
+   * 1000): what agents use, since one message per event costs the service and the agent
+   * more than the event itself (docs/performance.md).
+   */
+  watchEventBatches: {
+    path: "/gpiofabric.v1.LineStateService/WatchEventBatches" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchEventsRequest): Buffer => Buffer.from(WatchEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchEventsRequest => WatchEventsRequest.decode(value),
+    responseSerialize: (value: LineEventBatch): Buffer => Buffer.from(LineEventBatch.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LineEventBatch => LineEventBatch.decode(value),
+  },
   /** --- operators --- */
   wire: {
     path: "/gpiofabric.v1.LineStateService/Wire" as const,
@@ -4212,6 +4300,12 @@ export interface LineStateServiceServer extends UntypedServiceImplementation {
   getNames: handleUnaryCall<GetNamesRequest, GetNamesResponse>;
   /** Events of one chip (agents, resumable) or of many (operators). */
   watchEvents: handleServerStreamingCall<WatchEventsRequest, LineEvent>;
+  /**
+   * The same stream with the events that are ready together in one message (at most
+   * 1000): what agents use, since one message per event costs the service and the agent
+   * more than the event itself (docs/performance.md).
+   */
+  watchEventBatches: handleServerStreamingCall<WatchEventsRequest, LineEventBatch>;
   /** --- operators --- */
   wire: handleUnaryCall<WireRequest, Net>;
   unwire: handleUnaryCall<UnwireRequest, UnwireResponse>;
@@ -4316,6 +4410,17 @@ export interface LineStateServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<LineEvent>;
+  /**
+   * The same stream with the events that are ready together in one message (at most
+   * 1000): what agents use, since one message per event costs the service and the agent
+   * more than the event itself (docs/performance.md).
+   */
+  watchEventBatches(request: WatchEventsRequest, options?: Partial<CallOptions>): ClientReadableStream<LineEventBatch>;
+  watchEventBatches(
+    request: WatchEventsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<LineEventBatch>;
   /** --- operators --- */
   wire(request: WireRequest, callback: (error: ServiceError | null, response: Net) => void): ClientUnaryCall;
   wire(
