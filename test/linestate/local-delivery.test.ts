@@ -179,6 +179,64 @@ describe('Redis store: same-replica event delivery', () => {
   });
 });
 
+describe('Redis store: chips nobody on a replica listens to', () => {
+  let redis: RedisHandle;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis?.stop();
+  });
+
+  it('a listener that comes after unwatched traffic gets only what happens from then on, on the replica that made it and on the other', async () => {
+    const fabric = uniqueFabric();
+    const s1 = await createRedisStore({ url: redis.url, fabric });
+    const s2 = await createRedisStore({ url: redis.url, fabric });
+    try {
+      const tx = (await s1.registerChip({ chip: 'vm-x', ngpio: 2, names: [], owner: 'x', leaseTtlMs: 60_000 })).leaseToken;
+      await s1.registerChip({ chip: 'vm-y', ngpio: 2, names: [], owner: 'y', leaseTtlMs: 60_000 });
+      const toggle = (v: number) => ({ op: LineOp.SET_VALUE, offset: 0, value: v });
+      // vm-x watched on both replicas for two events (seq 1, 2), then nobody watches it
+      const first: LineEventRecord[] = [];
+      const x1 = await s1.subscribe(['vm-x'], (e) => first.push(e));
+      const x2 = await s2.subscribe(['vm-x'], (e) => first.push(e));
+      await s1.lineOps('vm-x', tx, [{ op: LineOp.SET_DIRECTION, offset: 0, value: Direction.OUT }, toggle(1)]);
+      await s1.lineOp({ chip: 'vm-x', leaseToken: tx, ...toggle(0) });
+      await waitFor(() => first.length === 4, 'seq 1 and 2 on both replicas');
+      x1.close();
+      x2.close();
+      // both replicas listen to vm-y only while vm-x changes three more times (seq 3-5)
+      const early: LineEventRecord[] = [];
+      const y1 = await s1.subscribe(['vm-y'], (e) => early.push(e));
+      const y2 = await s2.subscribe(['vm-y'], (e) => early.push(e));
+      await s1.lineOps('vm-x', tx, [toggle(1), toggle(0)]);
+      await s1.lineOp({ chip: 'vm-x', leaseToken: tx, ...toggle(1) });
+      // the last one's pub/sub copy has been through s2 once a later vm-y event arrives there
+      await s2.drive({ kind: 'line', line: at('vm-y', 0) }, DriveValue.HIGH);
+      await waitFor(() => early.length === 2, 'vm-y\'s event on both replicas');
+      assert.equal(await lastSeq(s1, 'vm-x'), 5n);
+
+      // new listeners get seq 6, 7, 8 only: not 3-5 as a "gap" after the 2 they had seen
+      const late1: LineEventRecord[] = [];
+      const late2: LineEventRecord[] = [];
+      await s1.subscribe(['vm-x'], (e) => late1.push(e));
+      await s2.subscribe(['vm-x'], (e) => late2.push(e));
+      await s1.lineOp({ chip: 'vm-x', leaseToken: tx, ...toggle(0) });
+      await s2.lineOp({ chip: 'vm-x', leaseToken: tx, ...toggle(1) });
+      await s1.lineOps('vm-x', tx, [toggle(0)]);
+      await waitFor(() => late1.length >= 3 && late2.length >= 3, 'the three new events on both replicas');
+      await sleep(100);
+      assert.deepEqual(late1.map((e) => e.seq), [6n, 7n, 8n], 'replica 1: only the events after it subscribed');
+      assert.deepEqual(late2.map((e) => e.seq), [6n, 7n, 8n], 'replica 2: only the events after it subscribed');
+      y1.close();
+      y2.close();
+    } finally {
+      await s1.close();
+      await s2.close();
+    }
+  });
+});
+
 async function concurrentReplicas(redis: RedisHandle, jitter: boolean): Promise<void> {
   const fabric = uniqueFabric();
   const relay = await startSubscriberRelay(redis.port);

@@ -13,17 +13,39 @@ export interface EventListener {
 
 export class EventListeners {
   readonly #set = new Set<EventListener>();
+  /** Listeners per chip, and listeners of every chip: `wants` in O(1). */
+  readonly #perChip = new Map<string, number>();
+  #everyChip = 0;
 
   /** Add a listener for `chips` (empty = every chip). */
   add(chips: readonly string[], fn: (e: LineEventRecord) => void): EventSubscription {
     const l: EventListener = { chips: chips.length === 0 ? undefined : new Set(chips), fn, active: true };
     this.#set.add(l);
+    this.#count(l, 1);
     return {
       close: () => {
+        if (!this.#set.delete(l)) return;
         l.active = false;
-        this.#set.delete(l);
+        this.#count(l, -1);
       },
     };
+  }
+
+  /** True when some listener takes events of `chip`. */
+  wants(chip: string): boolean {
+    return this.#everyChip > 0 || (this.#perChip.get(chip) ?? 0) > 0;
+  }
+
+  #count(l: EventListener, d: 1 | -1): void {
+    if (l.chips === undefined) {
+      this.#everyChip += d;
+      return;
+    }
+    for (const c of l.chips) {
+      const n = (this.#perChip.get(c) ?? 0) + d;
+      if (n > 0) this.#perChip.set(c, n);
+      else this.#perChip.delete(c);
+    }
   }
 
   /** True when anyone listens. */
@@ -52,5 +74,7 @@ export class EventListeners {
   clear(): void {
     for (const l of this.#set) l.active = false;
     this.#set.clear();
+    this.#perChip.clear();
+    this.#everyChip = 0;
   }
 }

@@ -375,7 +375,14 @@ class RedisStore implements LineStore {
 
   private onMessage(msg: string): void {
     if (this.localDone.delete(msg)) return; // every event of it went out by same-replica delivery
-    const events = parseEventMessage(msg);
+    // Every replica hears every event of the fabric: parse only the rows of chips someone
+    // here listens to. A chip nobody listens to forgets its delivered seq, so a listener
+    // that comes later starts live instead of getting the skipped events as a "gap".
+    const events = parseEventMessage(msg, (chip) => {
+      if (this.listeners.wants(chip)) return true;
+      this.delivered.delete(chip);
+      return false;
+    });
     this.chain = this.chain.then(() => this.deliverInOrder(events)).catch(() => {});
   }
 
@@ -393,6 +400,11 @@ class RedisStore implements LineStore {
     this.chain = this.chain.then(() => {
       let all = true;
       for (const e of events) {
+        if (!this.listeners.wants(e.chip)) {
+          // nobody here takes it (its pub/sub row is skipped too); forget its seq as onMessage does
+          this.delivered.delete(e.chip);
+          continue;
+        }
         const last = this.delivered.get(e.chip);
         if (last !== undefined && e.seq === last + 1n) this.emit(e);
         else all = false;
@@ -430,10 +442,11 @@ class RedisStore implements LineStore {
 
 // ------------------------------------------------------------------ arguments
 
-/** The events of one published message: rows "chip offset level edge seq ts". */
-function parseEventMessage(msg: string): LineEventRecord[] {
+/** The events of one published message: rows "chip offset level edge seq ts" (only the `wanted` chips'). */
+function parseEventMessage(msg: string, wanted?: (chip: string) => boolean): LineEventRecord[] {
   const events: LineEventRecord[] = [];
   for (const row of msg.split('\n')) {
+    if (wanted !== undefined && !wanted(row.slice(0, row.indexOf(' ')))) continue;
     const f = row.split(' ');
     if (f.length !== 6) continue;
     events.push({
