@@ -119,8 +119,8 @@ export class LineStateMetrics {
     this.rpcDuration = new Histogram({ name: 'gpiofabric_linestate_rpc_duration_seconds', help: 'Handler time of unary RPCs.', labelNames: ['method'], buckets, registers });
     this.streamOps = new Counter({ name: 'gpiofabric_linestate_stream_ops_total', help: 'Line operations answered on OpStream streams, by gRPC status code name.', labelNames: ['code'], registers });
     this.storeDuration = new Histogram({ name: 'gpiofabric_linestate_store_duration_seconds', help: 'One store operation (Redis: one script round trip).', labelNames: ['op', 'store'], buckets, registers });
-    this.eventStreams = new Gauge({ name: 'gpiofabric_linestate_event_streams', help: 'Open WatchEvents streams: agent (one chip resumed from a cursor) or watcher.', labelNames: ['kind'], registers });
-    this.eventsSent = new Counter({ name: 'gpiofabric_linestate_events_sent_total', help: 'Events written to WatchEvents streams.', registers });
+    this.eventStreams = new Gauge({ name: 'gpiofabric_linestate_event_streams', help: 'Open WatchEvents / WatchEventBatches streams: agent (one chip resumed from a cursor) or watcher.', labelNames: ['kind'], registers });
+    this.eventsSent = new Counter({ name: 'gpiofabric_linestate_events_sent_total', help: 'Events written to WatchEvents / WatchEventBatches streams (one per event).', registers });
     this.streamLag = new Histogram({ name: 'gpiofabric_linestate_stream_lag_seconds', help: 'Event timestamp to written to a stream (store push and fan-out; backlog replays excluded).', buckets, registers });
     this.chips = new Gauge({
       name: 'gpiofabric_linestate_chips', help: 'Registered chips: online (live lease) or offline; sampled at scrape.', labelNames: ['state'], registers,
