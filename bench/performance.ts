@@ -297,6 +297,26 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
     const streamMsgs = await gf.streamThroughput(IN_FLIGHT, SECONDS);
     const pipelined = await rf.pipelinedEvalsha(IN_FLIGHT, SECONDS);
     const storeRate = await rate(storeOp, IN_FLIGHT, SECONDS);
+    // the same load without watch streams (OpStreamClients instead of RemoteBackends): what
+    // delivering each operation's event to its agent costs
+    const { OpStreamClient } = await import('../services/linestate/src/op-stream.ts');
+    const bare: { ops: InstanceType<typeof OpStreamClient>; token: bigint }[] = [];
+    for (let b = 0; b < 8; b++) {
+      const c = tpClients[b] as LineStateClient;
+      const reg = await c.registerChip({ chip: `perf-bare-${b}`, ngpio: 8, names: [], owner: 'bench', leaseTtlMs: 600_000 });
+      const ops = new OpStreamClient({ client: c, chip: `perf-bare-${b}` });
+      cleanup.unshift(() => ops.close());
+      const token = BigInt(reg.leaseToken);
+      for (let k = 0; k < 8; k++) await ops.call(token, 3, k, 1);
+      bare.push({ ops, token });
+    }
+    const bareOp = (w: number): Promise<number> => {
+      const b = bare[w % 8] as (typeof bare)[number];
+      const v = (tpVals[w] = 1 - (tpVals[w] ?? 0));
+      return b.ops.call(b.token, 5, w >> 3, v);
+    };
+    await rate(bareOp, IN_FLIGHT, 0.5);
+    const bareRate = await rate(bareOp, IN_FLIGHT, SECONDS);
 
     // agent CPU: a steady guest load through agent A, one request at a time (the test
     // driver loses used-buffer notifications with EVENT_IDX and several requests in
@@ -335,6 +355,7 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
       ops_per_s: opsPerS, unary_ceiling_ops_per_s: unaryCeil, ops_over_unary_ceiling: r2(opsPerS / unaryCeil),
       ops_target_met: opsPerS >= TARGET.ops_per_s && opsPerS >= TARGET.unary_multiple * unaryCeil,
       ops_per_s_rounds: fabricRates, unary_ceiling_rounds: echoRates,
+      ops_per_s_without_watch_streams: bareRate,
       grpc_stream_msgs_per_s: streamMsgs, redis_pipelined_evalsha_per_s: pipelined, store_lineop_no_grpc_ops_per_s: storeRate,
       redis_bytes_per_line: memory.bytes_per_line_configured,
       redis_memory: memory,
@@ -388,6 +409,7 @@ function report(r: PerformanceResult, s: Record<'kick' | 'grpc' | 'streamRtt' | 
   const cpu = r['cpu_pct_core_per_1k_ops'] as Record<string, number>;
   const tp = [
     ['SET_VALUE on OpStream, 64 in flight, 8 RemoteBackends', r.ops_per_s],
+    ['  the same with 8 OpStreamClients, no watch streams (events not delivered)', r['ops_per_s_without_watch_streams'] as number],
     ['gRPC unary echo, 64 in flight, 8 channels (ceiling)', r.unary_ceiling_ops_per_s],
     ['gRPC bidi stream echo, 64 messages in flight', r['grpc_stream_msgs_per_s'] as number],
     ['Redis EVALSHA pipelined by 64, one connection', r['redis_pipelined_evalsha_per_s'] as number],
@@ -419,7 +441,7 @@ function report(r: PerformanceResult, s: Record<'kick' | 'grpc' | 'streamRtt' | 
     '',
     mdTable(['path', 'min', 'median', 'p99'], lat.map((x) => x.map((c) => (c === '' ? '' : String(c).replace(/^ {2}/, '↳ '))))),
     '',
-    mdTable(['throughput', 'ops/s'], tp),
+    mdTable(['throughput', 'ops/s'], tp.map(([k, v]) => [String(k).replace(/^ {2}/, '↳ '), v ?? ''])),
     '',
     mdTable(['CPU, % of one core per 1,000 ops/s', 'value'], [
       ['service, 64 in flight (RemoteBackends)', cpu['service_at_64_in_flight'] ?? ''],
