@@ -7,25 +7,20 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createMemoryStore } from '../../services/linestate/src/store/memory-store.ts';
-import { startLineStateServer, type LineStateServer } from '../../services/linestate/src/server.ts';
-import { createLineStateClient, type LineStateClient, type OpStreamHandle } from '../../services/linestate/src/client.ts';
+import type { LineStateClient, OpStreamHandle } from '../../services/linestate/src/client.ts';
 import { OpStreamClient } from '../../services/linestate/src/op-stream.ts';
-import { lineStateMetrics } from '../../services/linestate/src/metrics.ts';
-import { createMetricsRegistry } from '../../services/common/src/metrics.ts';
 import { ErrorCode, FabricError } from '../../services/common/src/errors.ts';
 import { LineOpType, type LineOpBatch, type LineOpItem, type LineOpResultBatch } from '../../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import type { LineStore } from '../../services/linestate/src/store/store.ts';
 import type { Registry } from 'prom-client';
-import { clientFiles, makeCerts, sample, serverFiles } from './support.ts';
+import { sample, startMtlsFabric, type MtlsFabric, type Role } from './support.ts';
 
 const PERMISSION_DENIED = 7;
-type Role = 'agent-vm-a' | 'agent-vm-b' | 'watcher-bob' | 'operator-alice';
 
+let fabric: MtlsFabric;
 let store: LineStore;
-let server: LineStateServer;
 let registry: Registry;
-const as = new Map<Role, LineStateClient>();
+let as: ReadonlyMap<Role, LineStateClient>;
 const streams: OpStreamHandle[] = [];
 let tokenA = '';
 let tokenB = '';
@@ -82,23 +77,14 @@ const linesOf = async (chip: string): Promise<string> => JSON.stringify(await as
 const metric = async (name: string, labels: Record<string, string>): Promise<number> => sample(await registry.metrics(), name, labels);
 
 before(async () => {
-  const dir = await makeCerts(['--agent', 'vm-a', '--agent', 'vm-b', '--operator', 'alice', '--watcher', 'bob']);
-  store = createMemoryStore();
-  registry = createMetricsRegistry();
-  const metrics = lineStateMetrics({ registry, store, storeKind: 'memory' });
-  server = await startLineStateServer({ store, listen: '127.0.0.1:0', metrics, log: () => {}, tls: serverFiles(dir) });
-  assert.equal(server.authorizing, true);
-  for (const r of ['agent-vm-a', 'agent-vm-b', 'watcher-bob', 'operator-alice'] as const) {
-    as.set(r, createLineStateClient(server.address, { deadlineMs: 5000, tls: clientFiles(dir, r) }));
-  }
-  tokenA = (await as.get('agent-vm-a')!.registerChip({ chip: 'vm-a', ngpio: 4, names: [], owner: 't', leaseTtlMs: 60_000 })).leaseToken;
-  tokenB = (await as.get('agent-vm-b')!.registerChip({ chip: 'vm-b', ngpio: 4, names: [], owner: 't', leaseTtlMs: 60_000 })).leaseToken;
+  fabric = await startMtlsFabric();
+  ({ store, registry } = fabric);
+  as = fabric.as;
+  ({ a: tokenA, b: tokenB } = fabric.tokens);
 });
 after(async () => {
   for (const h of streams) h.cancel();
-  for (const c of as.values()) c.close();
-  await server.close();
-  await store.close();
+  await fabric.close();
 });
 
 describe('OpStream authorization (raw stream)', () => {

@@ -8,23 +8,18 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createMemoryStore } from '../../services/linestate/src/store/memory-store.ts';
-import { startLineStateServer, type LineStateServer } from '../../services/linestate/src/server.ts';
-import { createLineStateClient, type LineStateClient, type WatchHandle } from '../../services/linestate/src/client.ts';
-import { lineStateMetrics } from '../../services/linestate/src/metrics.ts';
-import { createMetricsRegistry } from '../../services/common/src/metrics.ts';
+import type { LineStateClient, WatchHandle } from '../../services/linestate/src/client.ts';
 import { ErrorCode, type FabricError } from '../../services/common/src/errors.ts';
 import type { LineEvent, WatchEventsRequest } from '../../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import type { LineStore } from '../../services/linestate/src/store/store.ts';
 import type { Registry } from 'prom-client';
-import { clientFiles, makeCerts, sample, serverFiles } from './support.ts';
+import { sample, startMtlsFabric, type MtlsFabric, type Role } from './support.ts';
 
-type Role = 'agent-vm-a' | 'agent-vm-b' | 'watcher-bob' | 'operator-alice';
 
+let fabric: MtlsFabric;
 let store: LineStore;
-let server: LineStateServer;
 let registry: Registry;
-const as = new Map<Role, LineStateClient>();
+let as: ReadonlyMap<Role, LineStateClient>;
 const handles: WatchHandle[] = [];
 
 const line = (chip: string, offset: number) => ({ chip, line: { $case: 'offset' as const, value: offset } });
@@ -56,17 +51,9 @@ function watch(role: Role, req: WatchEventsRequest): {
 }
 
 before(async () => {
-  const dir = await makeCerts(['--agent', 'vm-a', '--agent', 'vm-b', '--operator', 'alice', '--watcher', 'bob']);
-  store = createMemoryStore();
-  registry = createMetricsRegistry();
-  const metrics = lineStateMetrics({ registry, store, storeKind: 'memory' });
-  server = await startLineStateServer({ store, listen: '127.0.0.1:0', metrics, log: () => {}, tls: serverFiles(dir) });
-  assert.equal(server.authorizing, true);
-  for (const r of ['agent-vm-a', 'agent-vm-b', 'watcher-bob', 'operator-alice'] as const) {
-    as.set(r, createLineStateClient(server.address, { deadlineMs: 5000, tls: clientFiles(dir, r) }));
-  }
-  await as.get('agent-vm-a')!.registerChip({ chip: 'vm-a', ngpio: 4, names: [], owner: 't', leaseTtlMs: 60_000 });
-  await as.get('agent-vm-b')!.registerChip({ chip: 'vm-b', ngpio: 4, names: [], owner: 't', leaseTtlMs: 60_000 });
+  fabric = await startMtlsFabric();
+  ({ store, registry } = fabric);
+  as = fabric.as;
   // history on both chips: a resumed stream replays it at once
   const op = as.get('operator-alice')!;
   for (const chip of ['vm-a', 'vm-b']) {
@@ -76,9 +63,7 @@ before(async () => {
 });
 after(async () => {
   for (const h of handles) h.cancel();
-  for (const c of as.values()) c.close();
-  await server.close();
-  await store.close();
+  await fabric.close();
 });
 
 describe('WatchEventBatches authorization (mutual TLS)', () => {
