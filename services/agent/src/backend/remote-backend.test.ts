@@ -1,6 +1,7 @@
 /**
  * RemoteBackend's event-stream cursor logic against a scripted client (the real service
- * is covered by test/agent and test/faults): a seq jump is re-read from the cursor once.
+ * is covered by test/agent and test/faults): a seq jump is re-read from the cursor once,
+ * also when it comes in the middle of a WatchEventBatches message.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +12,10 @@ import type { LineEvent } from './line-backend.ts';
 
 interface Stream {
   req: WatchEventsRequest;
+  /** One message of one event. */
   emit(seq: number, level?: number): void;
+  /** One message of several events. */
+  emitBatch(seqs: readonly number[]): void;
   cancelled: boolean;
 }
 
@@ -22,12 +26,16 @@ function scriptedClient(): { client: LineStateClient; streams: Stream[] } {
     registerChip: async () => ({ leaseToken: '1', chip: { id: 'c', ngpio: 2, names: [], owner: 'o', online: true, leaseExpiresAtMs: '0', lastSeq: '3' }, lines: [], restored: true, tookOver: false, leaseTtlMs: 60_000 }),
     renewLease: async () => ({ leaseExpiresAtMs: '0' }),
     releaseChip: async () => {},
-    watchEvents: (req: WatchEventsRequest, onEvent: (e: ProtoLineEvent) => void) => {
+    watchEventBatches: (req: WatchEventsRequest, onEvents: (es: ProtoLineEvent[]) => void) => {
+      const event = (seq: number, level = seq % 2): ProtoLineEvent => ({ chip: 'c', offset: 0, level, edge: level === 1 ? 1 : 2, seq: String(seq), timestampNs: '1' });
       const s: Stream = {
         req,
         cancelled: false,
-        emit: (seq, level = seq % 2) => {
-          if (!s.cancelled) onEvent({ chip: 'c', offset: 0, level, edge: level === 1 ? 1 : 2, seq: String(seq), timestampNs: '1' });
+        emit: (seq, level) => {
+          if (!s.cancelled) onEvents([event(seq, level)]);
+        },
+        emitBatch: (seqs) => {
+          if (!s.cancelled) onEvents(seqs.map((q) => event(q)));
         },
       };
       streams.push(s);
@@ -65,5 +73,11 @@ test('a seq jump on the live stream is re-read from the cursor, once per gap', a
   streams[2]?.emit(11);
   assert.deepEqual(seen, [4n, 5n, 6n, 7n, 10n, 11n]);
   assert.equal(b.cursor, 11n);
+  // A jump inside one message: what follows it in the message is left to the re-read.
+  streams[2]?.emitBatch([12, 14, 15]);
+  assert.equal(streams.length, 4, 'reopened at the jump');
+  assert.equal(streams[3]?.req.fromSeq, '12');
+  streams[3]?.emitBatch([13, 14, 15]);
+  assert.deepEqual(seen, [4n, 5n, 6n, 7n, 10n, 11n, 12n, 13n, 14n, 15n], '14 and 15 once each, after 13');
   await b.close();
 });
