@@ -45,4 +45,7 @@ if [ ${#files[@]} -eq 0 ]; then
   exit 1
 fi
 say "running ${#files[@]} test files"
-exec node --import tsx --test --test-concurrency=2 --test-reporter=spec "${files[@]}"
+# --test-timeout: a test that hangs fails after 5 minutes instead of holding CI to its
+# limit; --test-force-exit: a file whose failed test leaked a timer or socket still ends
+# (a failure must be reported, not turn into a hang).
+exec node --import tsx --test --test-concurrency=2 --test-timeout=300000 --test-force-exit --test-reporter=spec "${files[@]}"

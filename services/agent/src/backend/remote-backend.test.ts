@@ -52,32 +52,35 @@ test('a seq jump on the live stream is re-read from the cursor, once per gap', a
   const b = new RemoteBackend({ client, chip: 'c', ngpio: 2, owner: 'o' });
   const seen: bigint[] = [];
   b.onEvent((e: LineEvent) => seen.push(e.seq));
-  await b.start();
-  await tick();
-  assert.equal(streams.length, 1);
-  assert.equal(streams[0]?.req.fromSeq, '3', 'resumes from the chip\'s last seq');
-  streams[0]?.emit(4);
-  streams[0]?.emit(7); // 5 and 6 skipped by the live path
-  assert.equal(streams.length, 2, 'the stream is reopened');
-  assert.equal(streams[0]?.cancelled, true);
-  assert.equal(streams[1]?.req.fromSeq, '4', 'from the cursor, not past the gap');
-  streams[1]?.emit(5);
-  streams[1]?.emit(6);
-  streams[1]?.emit(7);
-  assert.deepEqual(seen, [4n, 5n, 6n, 7n]);
-  // A gap the service cannot fill (events past retention) is accepted after one replay.
-  streams[1]?.emit(10);
-  assert.equal(streams.length, 3);
-  streams[2]?.emit(10);
-  assert.equal(streams.length, 3, 'no second replay for the same gap');
-  streams[2]?.emit(11);
-  assert.deepEqual(seen, [4n, 5n, 6n, 7n, 10n, 11n]);
-  assert.equal(b.cursor, 11n);
-  // A jump inside one message: what follows it in the message is left to the re-read.
-  streams[2]?.emitBatch([12, 14, 15]);
-  assert.equal(streams.length, 4, 'reopened at the jump');
-  assert.equal(streams[3]?.req.fromSeq, '12');
-  streams[3]?.emitBatch([13, 14, 15]);
-  assert.deepEqual(seen, [4n, 5n, 6n, 7n, 10n, 11n, 12n, 13n, 14n, 15n], '14 and 15 once each, after 13');
-  await b.close();
+  try {
+    await b.start();
+    await tick();
+    assert.equal(streams.length, 1);
+    assert.equal(streams[0]?.req.fromSeq, '3', 'resumes from the chip\'s last seq');
+    streams[0]?.emit(4);
+    streams[0]?.emit(7); // 5 and 6 skipped by the live path
+    assert.equal(streams.length, 2, 'the stream is reopened');
+    assert.equal(streams[0]?.cancelled, true);
+    assert.equal(streams[1]?.req.fromSeq, '4', 'from the cursor, not past the gap');
+    streams[1]?.emit(5);
+    streams[1]?.emit(6);
+    streams[1]?.emit(7);
+    assert.deepEqual(seen, [4n, 5n, 6n, 7n]);
+    // A gap the service cannot fill (events past retention) is accepted after one replay.
+    streams[1]?.emit(10);
+    assert.equal(streams.length, 3);
+    streams[2]?.emit(10);
+    assert.equal(streams.length, 3, 'no second replay for the same gap');
+    streams[2]?.emit(11);
+    assert.deepEqual(seen, [4n, 5n, 6n, 7n, 10n, 11n]);
+    assert.equal(b.cursor, 11n);
+    // A jump inside one message: what follows it in the message is left to the re-read.
+    streams[2]?.emitBatch([12, 14, 15]);
+    assert.equal(streams.length, 4, 'reopened at the jump');
+    assert.equal(streams[3]?.req.fromSeq, '12');
+    streams[3]?.emitBatch([13, 14, 15]);
+    assert.deepEqual(seen, [4n, 5n, 6n, 7n, 10n, 11n, 12n, 13n, 14n, 15n], '14 and 15 once each, after 13');
+  } finally {
+    await b.close();
+  }
 });
