@@ -177,16 +177,6 @@ describe('Redis store: same-replica event delivery', () => {
       await relay.close();
     }
   });
-});
-
-describe('Redis store: chips nobody on a replica listens to', () => {
-  let redis: RedisHandle;
-  before(async () => {
-    redis = await startRedis();
-  });
-  after(async () => {
-    await redis?.stop();
-  });
 
   it('a listener that comes after unwatched traffic gets only what happens from then on, on the replica that made it and on the other', async () => {
     const fabric = uniqueFabric();
