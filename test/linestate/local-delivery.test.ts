@@ -7,7 +7,8 @@
  * same sequence readEvents returns. A relay between one store and Redis holds back the
  * bytes of that store's subscriber connection to show that its own operations still
  * reach its listeners while pub/sub is slow, and that order and uniqueness hold when the
- * held messages arrive.
+ * held messages arrive. A replica skips the events of chips nobody on it listens to; a
+ * listener that comes later gets only what happens from then on.
  */
 import assert from 'node:assert/strict';
 import { connect, createServer, type Server, type Socket } from 'node:net';
