@@ -17,6 +17,8 @@ export const RPC_METHODS = [
   'ListChips', 'ListLines', 'ListNets', 'GetLine', 'Drive', 'SetBias', 'ApplyTopology',
 ] as const;
 export type RpcMethod = (typeof RPC_METHODS)[number];
+/** The streaming RPCs: counted once when the stream ends, no duration series. */
+const STREAMING_RPCS: ReadonlySet<RpcMethod> = new Set(['OpStream', 'WatchEvents', 'WatchEventBatches']);
 
 /** Store operation label values (LineStore method names). */
 export const STORE_OPS = [
@@ -76,6 +78,16 @@ interface Inc {
 }
 interface Observe {
   observe(value: number): void;
+}
+
+/** The labelled child cached under `key`, made (and cached) by `make` the first time. */
+function childOf(cache: Map<string, Inc>, key: string, make: () => Inc): Inc {
+  let c = cache.get(key);
+  if (c === undefined) {
+    c = make();
+    cache.set(key, c);
+  }
+  return c;
 }
 
 /** Every line-state series of one registry. */
@@ -152,22 +164,18 @@ export class LineStateMetrics {
 
     for (const method of RPC_METHODS) {
       this.#rpcChild(method, 'OK').inc(0);
-      if (method !== 'WatchEvents' && method !== 'WatchEventBatches' && method !== 'OpStream') {
+      if (!STREAMING_RPCS.has(method)) {
         this.rpcDuration.zero({ method });
         this.#rpcDurations.set(method, this.rpcDuration.labels({ method }));
       }
     }
-    this.streamOps.labels({ code: 'OK' }).inc(0);
+    this.streamOpsAnswered(GrpcStatus.OK, 0);
     for (const op of STORE_OPS) {
       this.storeDuration.zero({ op, store: opts.storeKind });
       this.#storeOps.set(op, this.storeDuration.labels({ op, store: opts.storeKind }));
     }
     // Every cause the service's own errors map to starts at 0 (others appear when they happen).
-    for (const cause of Object.values(ErrorCode)) {
-      const c = this.errors.labels({ cause });
-      c.inc(0);
-      this.#errorCounters.set(cause, c);
-    }
+    for (const cause of Object.values(ErrorCode)) this.#error(cause, 0);
     for (const kind of ['agent', 'watcher'] as const) this.eventStreams.set({ kind }, 0);
     this.chips.set({ state: 'online' }, 0);
     this.chips.set({ state: 'offline' }, 0);
@@ -182,23 +190,13 @@ export class LineStateMetrics {
   }
 
   #error(cause: string, n: number): void {
-    let c = this.#errorCounters.get(cause);
-    if (c === undefined) {
-      c = this.errors.labels({ cause });
-      this.#errorCounters.set(cause, c);
-    }
-    c.inc(n);
+    childOf(this.#errorCounters, cause, () => this.errors.labels({ cause })).inc(n);
   }
 
   /** `n` line operations of an OpStream batch answered with `code` (failures also count in errors_total). */
   streamOpsAnswered(code: number, n = 1): void {
     const name = grpcCodeName(code);
-    let c = this.#streamOpCounters.get(name);
-    if (c === undefined) {
-      c = this.streamOps.labels({ code: name });
-      this.#streamOpCounters.set(name, c);
-    }
-    c.inc(n);
+    childOf(this.#streamOpCounters, name, () => this.streamOps.labels({ code: name })).inc(n);
     if (code !== GrpcStatus.OK) this.#error(name, n);
   }
 
@@ -260,13 +258,7 @@ export class LineStateMetrics {
   }
 
   #rpcChild(method: string, code: string): Inc {
-    const key = `${method}/${code}`;
-    let c = this.#rpcCounters.get(key);
-    if (c === undefined) {
-      c = this.rpcs.labels({ method, code });
-      this.#rpcCounters.set(key, c);
-    }
-    return c;
+    return childOf(this.#rpcCounters, `${method}/${code}`, () => this.rpcs.labels({ method, code }));
   }
 
   /** The store sample, reused for #cacheMs; undefined when sampling fails (last values stay). */
