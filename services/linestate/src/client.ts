@@ -87,23 +87,34 @@ type Callback<Res> = (err: ServiceError | null, res: Res) => void;
 type RawUnary<Req, Res> = (req: Req, cb: Callback<Res>) => unknown;
 interface Pending { readonly deadline: number; expired: boolean; cancel(): void }
 
-/** One server stream as callbacks: `onError` (as FabricError; `unimplemented` = the method is unknown) and `onEnd` never fire after cancel(). */
-function serverStream<T>(
-  stream: ClientReadableStream<T>, onData: (m: T) => void, onError: (e: FabricError, unimplemented: boolean) => void, onEnd?: () => void,
-): WatchHandle {
-  let cancelled = false;
-  let failed = false;
-  stream.on('data', (m: T) => { if (!cancelled) onData(m); });
+/**
+ * The messages of a stream from the service as callbacks: `onError` (as FabricError;
+ * `unimplemented` = the method is unknown) or `onEnd` fires once, and nothing fires after
+ * cancel(). `over` is true from then on (a duplex stream writes nothing more).
+ */
+function streamCallbacks<T>(
+  stream: ClientReadableStream<T> | ClientDuplexStream<unknown, T>, onData: (m: T) => void,
+  onError: (e: FabricError, unimplemented: boolean) => void, onEnd?: () => void,
+): WatchHandle & { readonly over: boolean } {
+  let over = false;
+  stream.on('data', (m: T) => { if (!over) onData(m); });
   stream.on('error', (e: ServiceError) => {
-    if (cancelled || failed) return;
-    failed = true;
+    if (over) return;
+    over = true;
     onError(fromServiceError(e), e.code === GrpcStatus.UNIMPLEMENTED);
   });
-  stream.on('end', () => { if (!cancelled && !failed) onEnd?.(); });
+  stream.on('end', () => {
+    if (over) return;
+    over = true;
+    onEnd?.();
+  });
   return {
+    get over() {
+      return over;
+    },
     cancel: () => {
-      if (cancelled) return;
-      cancelled = true;
+      if (over) return;
+      over = true;
       stream.cancel();
     },
   };
@@ -193,31 +204,16 @@ export function createLineStateClient(address: string, opts: LineStateClientOpti
     drive: (req) => call(fns.drive, req),
     setBias: (req) => call(fns.setBias, req),
     applyTopology: (req) => call(fns.applyTopology, req),
-    watchEvents: (req, onEvent, onError, onEnd) => serverStream(raw.watchEvents(req), onEvent, (e) => onError(e), onEnd),
+    watchEvents: (req, onEvent, onError, onEnd) => streamCallbacks(raw.watchEvents(req), onEvent, (e) => onError(e), onEnd),
     watchEventBatches: (req, onEvents, onError, onEnd) =>
-      serverStream(raw.watchEventBatches(req), (b: LineEventBatch) => onEvents(b.events), (e, unimplemented) => onError(e, unimplemented), onEnd),
+      streamCallbacks(raw.watchEventBatches(req), (b: LineEventBatch) => onEvents(b.events), onError, onEnd),
     opStream: (onResults, onError, onEnd) => {
       const stream: ClientDuplexStream<LineOpBatch, LineOpResultBatch> = raw.opStream();
-      let over = false;
-      stream.on('data', (b: LineOpResultBatch) => { if (!over) onResults(b); });
-      stream.on('error', (e: ServiceError) => {
-        if (over) return;
-        over = true;
-        onError(fromServiceError(e), e.code === GrpcStatus.UNIMPLEMENTED);
-      });
-      stream.on('end', () => {
-        if (over) return;
-        over = true;
-        onEnd();
-      });
+      const h = streamCallbacks(stream, onResults, onError, onEnd);
       return {
-        write: (b) => { if (!over) stream.write(b); },
-        end: () => { if (!over) stream.end(); },
-        cancel: () => {
-          if (over) return;
-          over = true;
-          stream.cancel();
-        },
+        write: (b) => { if (!h.over) stream.write(b); },
+        end: () => { if (!h.over) stream.end(); },
+        cancel: () => h.cancel(),
       };
     },
     waitForReady: (timeoutMs = deadlineMs) =>
