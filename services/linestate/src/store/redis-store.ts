@@ -197,10 +197,9 @@ class RedisStore implements LineStore {
 
   async lineOp(input: LineOpInput): Promise<number> {
     checkChipArg(input.chip);
-    if (!Number.isInteger(input.offset) || input.offset < 0) throw invalidArgument(`offset ${input.offset} is not a non-negative integer`);
-    if (!Number.isInteger(input.op)) throw invalidArgument(`unknown line operation ${String(input.op)}`);
-    const value = typeof input.value === 'number' && Number.isFinite(input.value) ? input.value : -1;
-    const r = (await this.run('lineop', input.chip, tokenArg(input.leaseToken), input.op, input.offset, value)) as [number, string];
+    const bad = opShapeError(input);
+    if (bad !== undefined) throw bad;
+    const r = (await this.run('lineop', input.chip, tokenArg(input.leaseToken), input.op, input.offset, valueArg(input.value))) as [number, string];
     this.deliverLocal(r[1]);
     return Number(r[0]);
   }
@@ -219,7 +218,7 @@ class RedisStore implements LineStore {
         return;
       }
       sent.push(i);
-      args.push(o.op, o.offset, typeof o.value === 'number' && Number.isFinite(o.value) ? o.value : -1);
+      args.push(o.op, o.offset, valueArg(o.value));
     });
     // run even with nothing to apply: the chip and the lease are checked for every batch
     const r = (await this.run('lineops', chip, token, sent.length, ...args)) as [(number | [string, string])[], string];
@@ -464,6 +463,11 @@ function scriptError(code: string, msg: string): FabricError {
 
 function checkChipArg(chip: string): void {
   if (typeof chip !== 'string') throw invalidArgument('chip id must be a string');
+}
+
+/** An operation's value as a script argument (-1, which no check accepts, when it is not a number). */
+function valueArg(value: unknown): number {
+  return typeof value === 'number' && Number.isFinite(value) ? value : -1;
 }
 
 function tokenArg(token: bigint): string {
