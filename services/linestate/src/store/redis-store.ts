@@ -372,16 +372,22 @@ class RedisStore implements LineStore {
     return this.subReady;
   }
 
+  /**
+   * Whether some listener here takes events of `chip`. A chip nobody listens to forgets
+   * its delivered seq, so a listener that comes later starts live instead of being handed
+   * the events skipped meanwhile as a "gap".
+   */
+  private takes(chip: string): boolean {
+    if (this.listeners.wants(chip)) return true;
+    this.delivered.delete(chip);
+    return false;
+  }
+
   private onMessage(msg: string): void {
     if (this.localDone.delete(msg)) return; // every event of it went out by same-replica delivery
     // Every replica hears every event of the fabric: parse only the rows of chips someone
-    // here listens to. A chip nobody listens to forgets its delivered seq, so a listener
-    // that comes later starts live instead of getting the skipped events as a "gap".
-    const events = parseEventMessage(msg, (chip) => {
-      if (this.listeners.wants(chip)) return true;
-      this.delivered.delete(chip);
-      return false;
-    });
+    // here listens to.
+    const events = parseEventMessage(msg, (chip) => this.takes(chip));
     this.chain = this.chain.then(() => this.deliverInOrder(events)).catch(() => {});
   }
 
@@ -399,11 +405,7 @@ class RedisStore implements LineStore {
     this.chain = this.chain.then(() => {
       let all = true;
       for (const e of events) {
-        if (!this.listeners.wants(e.chip)) {
-          // nobody here takes it (its pub/sub row is skipped too); forget its seq as onMessage does
-          this.delivered.delete(e.chip);
-          continue;
-        }
+        if (!this.takes(e.chip)) continue; // its pub/sub row is skipped too
         const last = this.delivered.get(e.chip);
         if (last !== undefined && e.seq === last + 1n) this.emit(e);
         else all = false;
