@@ -27,16 +27,13 @@
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import {
-  credentials, makeGenericClientConstructor, Server, ServerCredentials,
-  type ClientDuplexStream, type ServerDuplexStream, type ServiceError, type ServiceDefinition, type ServerUnaryCall, type sendUnaryData,
-} from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
 import { LineOpType } from '../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import { createLineStateClient } from '../services/linestate/src/client.ts';
 import { OpStreamClient } from '../services/linestate/src/op-stream.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { exitWithParent, startChild, redisServiceChild } from './lib/child.ts';
+import { HSET_PUBLISH, floorChild, grpcFloor } from './lib/floors.ts';
 import { machine, machineText, useLocalRedis } from './lib/machine.ts';
 import { sampleSequential, summarize, table, throughput, type Summary } from './lib/stats.ts';
 import type { BenchSuite } from './suites.ts';
@@ -46,51 +43,6 @@ const self = fileURLToPath(import.meta.url);
 const RESULT_FILE = join(here, 'results', 'linestate.json');
 const IN_FLIGHT = 64;
 const TARGET_RATIO = 1.5;
-const HSET_PUBLISH = "redis.call('HSET', KEYS[1], 'v', ARGV[1]); redis.call('PUBLISH', KEYS[2], ARGV[1]); return 1";
-
-const identity = (b: Buffer): Buffer => b;
-const rawMethod = (path: string, stream: boolean) => ({
-  path, requestStream: stream, responseStream: stream, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity,
-});
-const EchoService = {
-  echo: rawMethod('/bench.Echo/Echo', false),
-  pipe: rawMethod('/bench.Echo/Pipe', true),
-} satisfies ServiceDefinition;
-const EchoClient = makeGenericClientConstructor(EchoService, 'Echo');
-interface RawEchoClient {
-  echo(b: Buffer, cb: (e: ServiceError | null, r: Buffer) => void): void;
-  pipe(): ClientDuplexStream<Buffer, Buffer>;
-  close(): void;
-}
-
-/** One message at a time on a bidi stream of `c`: returns a function doing one round trip. */
-function streamRoundTrip(c: RawEchoClient): { call: () => Promise<void>; close(): void } {
-  const s = c.pipe();
-  let waiter: (() => void) | undefined;
-  s.on('data', () => {
-    const w = waiter;
-    waiter = undefined;
-    w?.();
-  });
-  s.on('error', () => {});
-  const payload = Buffer.alloc(24, 5);
-  return { call: () => new Promise<void>((res) => { waiter = res; s.write(payload); }), close: () => s.end() };
-}
-
-/** Child: the echo server. */
-async function echoChild(): Promise<void> {
-  const server = new Server();
-  server.addService(EchoService, {
-    echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => cb(null, call.request),
-    pipe: (call: ServerDuplexStream<Buffer, Buffer>) => {
-      call.on('data', (b: Buffer) => call.write(b));
-      call.on('end', () => call.end());
-    },
-  });
-  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-  exitWithParent(() => new Promise((r) => server.tryShutdown(() => r())));
-  console.log(`READY 127.0.0.1:${port}`);
-}
 
 /**
  * Child: the chained floors — grpc-js echo handlers (unary, and on a bidi stream) that do
@@ -101,24 +53,17 @@ async function echoChild(): Promise<void> {
 async function chainChild(url: string): Promise<void> {
   const r = new Redis(url, { enableAutoPipelining: false });
   const sha = (await r.script('LOAD', HSET_PUBLISH)) as string;
-  const server = new Server();
-  server.addService(EchoService, {
-    echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => {
+  await floorChild({
+    echo: (call, cb) => {
       r.evalsha(sha, 2, 'bench:chain', 'bench:chain-events', '1').then(() => cb(null, call.request), (e: Error) => cb(e));
     },
-    pipe: (call: ServerDuplexStream<Buffer, Buffer>) => {
+    pipe: (call) => {
       call.on('data', (b: Buffer) => {
         r.evalsha(sha, 2, 'bench:chain', 'bench:chain-events', '1').then(() => call.write(b), () => call.end());
       });
       call.on('end', () => call.end());
     },
-  });
-  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-  exitWithParent(async () => {
-    await new Promise<void>((res) => server.tryShutdown(() => res()));
-    r.disconnect();
-  });
-  console.log(`READY 127.0.0.1:${port}`);
+  }, () => r.disconnect());
 }
 
 
@@ -173,12 +118,8 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
     // from other processes on the machine spreads evenly over the paths.
     const echo = await startChild(self, ['--echo']);
     cleanup.unshift(() => echo.stop());
-    const ec = new EchoClient(echo.ready, credentials.createInsecure());
-    cleanup.unshift(async () => ec.close());
-    const payload = Buffer.alloc(24, 7);
-    const echoCall = () => new Promise<Buffer>((res, rej) => (ec as unknown as RawEchoClient).echo(payload, (e, r) => (e ? rej(e) : res(r))));
-    const pipe = streamRoundTrip(ec as unknown as RawEchoClient);
-    cleanup.unshift(async () => pipe.close());
+    const ef = grpcFloor(echo.ready);
+    cleanup.unshift(async () => ef.close());
 
     const r = new Redis(redis.url);
     cleanup.unshift(async () => r.disconnect());
@@ -212,15 +153,12 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
 
     const chain = await startChild(self, ['--chain', redis.url]);
     cleanup.unshift(() => chain.stop());
-    const cc = new EchoClient(chain.ready, credentials.createInsecure());
-    cleanup.unshift(async () => cc.close());
-    const chainCall = () => new Promise<Buffer>((res, rej) => (cc as unknown as RawEchoClient).echo(payload, (e, r) => (e ? rej(e) : res(r))));
-    const chainPipe = streamRoundTrip(cc as unknown as RawEchoClient);
-    cleanup.unshift(async () => chainPipe.close());
+    const cf = grpcFloor(chain.ready);
+    cleanup.unshift(async () => cf.close());
 
     const paths: [string, (i: number) => Promise<unknown>][] = [
-      ['grpc', echoCall], ['stream', pipe.call], ['redis', evalCall], ['set', (i) => setValue(0, i & 1)], ['unary', (i) => setValueUnary(1, i & 1)],
-      ['store', storeCall], ['mem', memCall], ['chain', chainCall], ['chainStream', chainPipe.call],
+      ['grpc', () => ef.echo()], ['stream', () => ef.streamRoundTrip()], ['redis', evalCall], ['set', (i) => setValue(0, i & 1)], ['unary', (i) => setValueUnary(1, i & 1)],
+      ['store', storeCall], ['mem', memCall], ['chain', () => cf.echo()], ['chainStream', () => cf.streamRoundTrip()],
     ];
     const samples = new Map<string, bigint[]>(paths.map(([k]) => [k, []]));
     for (const [, fn] of paths) for (let i = 0; i < warmup; i++) await fn(i);
@@ -237,7 +175,7 @@ export async function runLineStateBench(opts: { iterations?: number; warmup?: nu
     const storeOnly = summarize(samples.get('store') ?? []);
     const memOnly = summarize(samples.get('mem') ?? []);
     const chained = summarize(samples.get('chain') ?? []);
-    const grpcOps = await throughput(echoCall, IN_FLIGHT, total);
+    const grpcOps = await throughput(() => ef.echo(), IN_FLIGHT, total);
     const unaryOps = await throughput((w, i) => setValueUnary(w, i & 1), IN_FLIGHT, total);
     const opsPerS = await throughput((w, i) => setValue(w, i & 1), IN_FLIGHT, total * 4);
 
@@ -313,7 +251,7 @@ export const suite: BenchSuite = {
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
 if (isMain) {
   const argv = process.argv.slice(2);
-  if (argv[0] === '--echo') await echoChild();
+  if (argv[0] === '--echo') await floorChild();
   else if (argv[0] === '--service') await redisServiceChild(argv[1] ?? '', argv[2] ?? 'bench');
   else if (argv[0] === '--service-memory') await memoryServiceChild();
   else if (argv[0] === '--chain') await chainChild(argv[1] ?? '');

@@ -40,7 +40,7 @@ import { Frontend, Gpio } from '../test/support/frontend.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { exitWithParent, redisServiceChild } from './lib/child.ts';
 import { mdTable, replaceBlock } from './lib/doc.ts';
-import { grpcFloor, kickCallFloor, redisFloor, serveFloor } from './lib/floors.ts';
+import { floorChild, grpcFloor, kickCallFloor, redisFloor } from './lib/floors.ts';
 import { beginSuite, machine, machineText } from './lib/machine.ts';
 import { cpuMeter, startProc, type BenchProc } from './lib/proc.ts';
 import { measureRedisMemory } from './lib/redis-memory.ts';
@@ -65,11 +65,6 @@ async function agentChild(socketPath: string, chip: string, server: string, ngpi
   console.log(`READY ${socketPath}`);
 }
 
-async function floorChild(): Promise<void> {
-  const f = await serveFloor();
-  exitWithParent(() => f.stop());
-  console.log(`READY ${f.address}`);
-}
 
 // ------------------------------------------------------------------ result
 

@@ -22,6 +22,7 @@ import {
 } from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
 import { createNativePlatform } from '../../services/agent/src/os/native-platform.ts';
+import { exitWithParent } from './child.ts';
 
 const identity = (b: Buffer): Buffer => b;
 const def = (path: string, requestStream: boolean, responseStream: boolean) => ({
@@ -34,11 +35,27 @@ export const FloorService = {
   pipe: def('/bench.Floor/Pipe', true, true),
 } satisfies ServiceDefinition;
 
+/** Replacements of the floor service's echo and pipe handlers (e.g. the chained floor's, which call Redis first). */
+export interface FloorHandlers {
+  readonly echo?: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => void;
+  readonly pipe?: (call: ServerDuplexStream<Buffer, Buffer>) => void;
+}
+
+/** In a benchmark child: serve FloorService (with `handlers`), print "READY <address>", stop with the parent. */
+export async function floorChild(handlers: FloorHandlers = {}, onStop?: () => void): Promise<void> {
+  const f = await serveFloor(handlers);
+  exitWithParent(async () => {
+    await f.stop();
+    onStop?.();
+  });
+  console.log(`READY ${f.address}`);
+}
+
 /** Serve FloorService on 127.0.0.1:0; resolves with the address and a stop function. */
-export async function serveFloor(): Promise<{ address: string; stop(): Promise<void> }> {
+export async function serveFloor(handlers: FloorHandlers = {}): Promise<{ address: string; stop(): Promise<void> }> {
   const server = new Server();
   server.addService(FloorService, {
-    echo: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => cb(null, call.request),
+    echo: handlers.echo ?? ((call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => cb(null, call.request)),
     // every client message is answered by one message carrying the server's hrtime (ns, u64 LE)
     stamp: (call: ServerDuplexStream<Buffer, Buffer>) => {
       call.on('data', () => {
@@ -48,10 +65,10 @@ export async function serveFloor(): Promise<{ address: string; stop(): Promise<v
       });
       call.on('end', () => call.end());
     },
-    pipe: (call: ServerDuplexStream<Buffer, Buffer>) => {
+    pipe: handlers.pipe ?? ((call: ServerDuplexStream<Buffer, Buffer>) => {
       call.on('data', (b: Buffer) => call.write(b));
       call.on('end', () => call.end());
-    },
+    }),
   });
   const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
   return { address: `127.0.0.1:${port}`, stop: () => new Promise((r) => server.tryShutdown(() => r())) };
