@@ -126,13 +126,18 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
   };
 
   /** WatchEvents and WatchEventBatches: the same stream, `out` writes one event (at once or batched). */
-  const watchHandler = (rpc: 'WatchEvents' | 'WatchEventBatches', call: ServerWritableStream<WatchEventsRequest, unknown>, out: (e: LineEvent) => void): void => {
-    let counted = metrics === undefined;
-    const count = (code: number): void => {
+  /** Counts a streaming RPC in rpcs_total, once, with the first code it is given. */
+  const countOnce = (rpc: RpcMethod): ((code: number) => void) => {
+    let counted = false;
+    return (code) => {
       if (counted) return;
       counted = true;
       metrics?.rpc(rpc, code);
     };
+  };
+
+  const watchHandler = (rpc: 'WatchEvents' | 'WatchEventBatches', call: ServerWritableStream<WatchEventsRequest, unknown>, out: (e: LineEvent) => void): void => {
+    const count = countOnce(rpc);
     if (metrics !== undefined) {
       call.on('cancelled', () => count(GrpcStatus.CANCELLED));
       call.on('finish', () => count(GrpcStatus.OK));
@@ -179,12 +184,7 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
       let pending = 0;
       let clientDone = false;
       let closed = false;
-      let counted = false;
-      const count = (code: number): void => {
-        if (counted) return;
-        counted = true;
-        metrics?.rpc('OpStream', code);
-      };
+      const count = countOnce('OpStream');
       const h = { end: () => endStream() };
       const endStream = (): void => {
         if (closed) return;
