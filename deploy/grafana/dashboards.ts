@@ -275,11 +275,12 @@ function serviceRows(): { fabric: PanelSpec[]; rpc: PanelSpec[] } {
     {
       kind: 'timeseries',
       title: 'Event streams and events sent',
-      description: 'Open WatchEvents streams by kind (agent, watcher) and events written to streams per second.',
+      description: 'Open WatchEvents streams by kind (agent, watcher), events written to streams per second, and echoes per second left out of agents\' streams (an agent\'s own output changes on lines with no interrupt armed, which it knows from its operations\' results).',
       unit: 'short',
       queries: [
         { expr: 'sum by (kind) (gpiofabric_linestate_event_streams)', legend: 'streams {{kind}}' },
         { expr: `sum(rate(gpiofabric_linestate_events_sent_total[${RATE}]))`, legend: 'events/s' },
+        { expr: `sum(rate(gpiofabric_linestate_echoes_omitted_total[${RATE}]))`, legend: 'echoes omitted/s' },
       ],
     },
     {

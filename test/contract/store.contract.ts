@@ -322,7 +322,7 @@ export function runStoreContract(label: string, makeStore: () => Promise<StoreUn
     // ------------------------------------------------------------ batches
     describe('line operation batches (lineOps)', () => {
       const op = (o: number, offset: number, value = 0): BatchLineOp => ({ op: o as LineOp, offset, value });
-      const ok = (value: number): LineOpOutcome => ({ ok: true, value });
+      const ok = ([value, level]: [number, 0 | 1], seq: bigint): LineOpOutcome => ({ ok: true, value, seq, level });
       /** A line without its chip id and net name (to compare two chips that got the same operations). */
       const bare = ({ chip: _c, net: _n, ...rest }: LineInfo): Omit<LineInfo, 'chip' | 'net'> => rest;
       const bareEvent = (e: LineEventRecord): [number, number, number, bigint] => [e.offset, e.level, e.edge, e.seq];
@@ -341,24 +341,25 @@ export function runStoreContract(label: string, makeStore: () => Promise<StoreUn
         await s.wire({ name: 'an', members: [at('vm-a', 2), at('vm-n', 1)], pull: Pull.NONE, driveMode: DriveMode.PUSH_PULL });
         const live: LineEventRecord[] = [];
         await s.subscribe(['vm-a', 'vm-n'], (e) => live.push(e));
-        const ops: [BatchLineOp, number][] = [
-          [op(LineOp.SET_DIRECTION, 0, Direction.OUT), 0], // output 0: level stays 0
-          [op(LineOp.SET_VALUE, 0, 1), 0], // 0 -> 1 (seq 1)
-          [op(LineOp.GET_VALUE, 0), 1],
-          [op(LineOp.SET_VALUE, 0, 0), 0], // 1 -> 0 (seq 2)
-          [op(LineOp.GET_VALUE, 0), 0],
-          [op(LineOp.GET_DIRECTION, 0), Direction.OUT],
-          [op(LineOp.SET_IRQ_TYPE, 1, IrqType.EDGE_BOTH), 0],
-          [op(LineOp.SET_VALUE, 2, 1), 0], // not an output yet: stored only
-          [op(LineOp.GET_VALUE, 2), 0],
-          [op(LineOp.SET_DIRECTION, 2, Direction.OUT), 0], // 0 -> 1 on vm-a:2 (seq 3) and on vm-n:1 across the net
-          [op(LineOp.GET_VALUE, 2), 1],
-          [op(LineOp.SET_VALUE, 0, 1), 0], // 0 -> 1 (seq 4)
-          [op(LineOp.SET_DIRECTION, 3, Direction.IN), 0],
-          [op(LineOp.GET_DIRECTION, 3), Direction.IN],
+        // [operation, [value, its line's level at the end of the batch (0: 1, 1: 0, 2: 1, 3: 0)]]
+        const ops: [BatchLineOp, [number, 0 | 1]][] = [
+          [op(LineOp.SET_DIRECTION, 0, Direction.OUT), [0, 1]], // output 0: level stays 0
+          [op(LineOp.SET_VALUE, 0, 1), [0, 1]], // 0 -> 1 (seq 1)
+          [op(LineOp.GET_VALUE, 0), [1, 1]],
+          [op(LineOp.SET_VALUE, 0, 0), [0, 1]], // 1 -> 0 (seq 2)
+          [op(LineOp.GET_VALUE, 0), [0, 1]],
+          [op(LineOp.GET_DIRECTION, 0), [Direction.OUT, 1]],
+          [op(LineOp.SET_IRQ_TYPE, 1, IrqType.EDGE_BOTH), [0, 0]],
+          [op(LineOp.SET_VALUE, 2, 1), [0, 1]], // not an output yet: stored only
+          [op(LineOp.GET_VALUE, 2), [0, 1]],
+          [op(LineOp.SET_DIRECTION, 2, Direction.OUT), [0, 1]], // 0 -> 1 on vm-a:2 (seq 3) and on vm-n:1 across the net
+          [op(LineOp.GET_VALUE, 2), [1, 1]],
+          [op(LineOp.SET_VALUE, 0, 1), [0, 1]], // 0 -> 1 (seq 4)
+          [op(LineOp.SET_DIRECTION, 3, Direction.IN), [0, 0]],
+          [op(LineOp.GET_DIRECTION, 3), [Direction.IN, 0]],
         ];
         const out = await s.lineOps('vm-a', t, ops.map(([o]) => o));
-        assert.deepEqual(out, ops.map(([, v]) => ok(v)));
+        assert.deepEqual(out, ops.map(([, v]) => ok(v, 4n)), "values, and levels as of the chip's seq at the end of the batch");
         const evA = await s.readEvents('vm-a', 0n, 0);
         assert.deepEqual(evA.map(brief), [
           ['vm-a', 0, 1, Edge.RISING, 1n],
@@ -367,8 +368,10 @@ export function runStoreContract(label: string, makeStore: () => Promise<StoreUn
           ['vm-a', 0, 1, Edge.RISING, 4n],
         ]);
         for (let i = 1; i < evA.length; i++) assert.ok(evA[i]!.timestampNs >= evA[i - 1]!.timestampNs, 'timestamps never go back');
+        assert.deepEqual(evA.map((e) => e.echo), [true, true, true, true], "each of vm-a's events is a change of the operation's own line (irq type NONE): an echo");
         const evN = await s.readEvents('vm-n', 0n, 0);
         assert.deepEqual(evN.map(brief), [['vm-n', 1, 1, Edge.RISING, 1n]]);
+        assert.equal(evN[0]?.echo, undefined, 'a change across a net on another chip is not an echo');
         assert.equal((await s.getChips?.(['vm-a']))?.[0]?.lastSeq ?? (await s.listChips()).find((c) => c.id === 'vm-a')!.lastSeq, 4n);
         // live: every event once, in per-chip seq order
         await waitFor(() => live.length >= evA.length + evN.length, 'the live events of the batch');
@@ -378,9 +381,42 @@ export function runStoreContract(label: string, makeStore: () => Promise<StoreUn
         // the same operations one call each give the same answers, state and events
         const one: number[] = [];
         for (const [o] of ops) one.push(await s.lineOp({ chip: 'vm-r', leaseToken: tr, ...o }));
-        assert.deepEqual(one, ops.map(([, v]) => v));
+        assert.deepEqual(one, ops.map(([, v]) => v[0]));
         assert.deepEqual((await s.listLines('vm-r')).map(bare), (await s.listLines('vm-a')).map(bare));
-        assert.deepEqual((await s.readEvents('vm-r', 0n, 0)).map(bareEvent), evA.map(bareEvent));
+        const evR = await s.readEvents('vm-r', 0n, 0);
+        assert.deepEqual(evR.map(bareEvent), evA.map(bareEvent));
+        assert.ok(evR.every((e) => e.echo === undefined), 'unary lineOp marks no echoes');
+      });
+
+      withStore('echoes: only a change of the operation\'s own line while its irq type is NONE; readEvents and live agree', async (s) => {
+        const t = await register(s, 'vm-a', 4);
+        await register(s, 'vm-b', 1);
+        await s.wire({ name: 'loop', members: [at('vm-a', 2), at('vm-a', 3)], pull: Pull.NONE, driveMode: DriveMode.PUSH_PULL });
+        await s.wire({ name: 'ab', members: [at('vm-a', 0), at('vm-b', 0)], pull: Pull.NONE, driveMode: DriveMode.PUSH_PULL });
+        const live: LineEventRecord[] = [];
+        await s.subscribe(['vm-a', 'vm-b'], (e) => live.push(e));
+        const out = await s.lineOps('vm-a', t, [
+          op(LineOp.SET_DIRECTION, 0, Direction.OUT),
+          op(LineOp.SET_VALUE, 0, 1), // vm-a:0 (own line: echo, seq 1) and vm-b:0 (another chip)
+          op(LineOp.SET_DIRECTION, 1, Direction.OUT),
+          op(LineOp.SET_IRQ_TYPE, 1, IrqType.EDGE_BOTH),
+          op(LineOp.SET_VALUE, 1, 1), // own line, but an interrupt is armed on it: not an echo (seq 2)
+          op(LineOp.SET_DIRECTION, 2, Direction.OUT),
+          op(LineOp.SET_VALUE, 2, 1), // vm-a:2 (echo, seq 3) and vm-a:3 across the net (another line, seq 4)
+          op(LineOp.SET_DIRECTION, 0, Direction.IN), // vm-a:0 released: 1 -> 0 (echo, seq 5), and vm-b:0
+        ]);
+        assert.deepEqual(out.map((o) => (o.ok ? [o.seq, o.level] : o.error.message)), [[5n, 0], [5n, 0], [5n, 1], [5n, 1], [5n, 1], [5n, 1], [5n, 1], [5n, 0]]);
+        await s.lineOp({ chip: 'vm-a', leaseToken: t, op: LineOp.SET_VALUE, offset: 2, value: 0 }); // unary: not an echo (seq 6, 7)
+        const flags = (es: readonly LineEventRecord[]): [string, number, bigint, boolean][] => es.map((e) => [e.chip, e.offset, e.seq, e.echo === true]);
+        const expected: [string, number, bigint, boolean][] = [
+          ['vm-a', 0, 1n, true], ['vm-a', 1, 2n, false], ['vm-a', 2, 3n, true], ['vm-a', 3, 4n, false], ['vm-a', 0, 5n, true],
+          ['vm-a', 2, 6n, false], ['vm-a', 3, 7n, false],
+        ];
+        assert.deepEqual(flags(await s.readEvents('vm-a', 0n, 0)), expected);
+        assert.deepEqual(flags(await s.readEvents('vm-b', 0n, 0)), [['vm-b', 0, 1n, false], ['vm-b', 0, 2n, false]]);
+        await waitFor(() => live.length >= 9, 'the live events');
+        await sleep(20);
+        assert.deepEqual(flags(live.filter((e) => e.chip === 'vm-a')), expected);
       });
 
       withStore('an invalid operation fails alone with INVALID_ARGUMENT and changes nothing; the others apply', async (s) => {

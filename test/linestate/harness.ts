@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { ServiceError } from '@grpc/grpc-js';
 import { FabricError, type ErrorCode } from '../../services/common/src/errors.ts';
-import type { LineEvent, WatchEventsRequest } from '../../services/common/src/gen/gpiofabric/v1/linestate.ts';
-import { createLineStateClient, type LineStateClient } from '../../services/linestate/src/client.ts';
+import type { LineEvent } from '../../services/common/src/gen/gpiofabric/v1/linestate.ts';
+import { createLineStateClient, type LineStateClient, type WatchRequest } from '../../services/linestate/src/client.ts';
 import { startLineStateServer, type LineStateServer } from '../../services/linestate/src/server.ts';
 import type { LineStore } from '../../services/linestate/src/store/store.ts';
 import { createMemoryStore } from '../../services/linestate/src/store/memory-store.ts';
@@ -84,7 +84,7 @@ export interface Collector {
   cancel(): void;
 }
 
-export function collect(c: LineStateClient, req: WatchEventsRequest): Collector {
+export function collect(c: LineStateClient, req: WatchRequest): Collector {
   const events: LineEvent[] = [];
   const waiters: { n: number; resolve: () => void }[] = [];
   let rejectErr: (e: FabricError) => void = () => {};

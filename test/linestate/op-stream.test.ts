@@ -34,7 +34,8 @@ const OP = LineOpType;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const off = (chip: string, offset: number) => ({ chip, line: { $case: 'offset' as const, value: offset } });
 const item = (id: number, op: number, offset: number, value = 0): LineOpItem => ({ id, op: op as LineOpItem['op'], offset, value });
-const okResult = (id: number, value: number): LineOpResult => ({ id, code: GrpcStatus.OK, value, message: '' });
+/** A successful result: its value and its line's level at the end of the batch. */
+const okResult = (id: number, value: number, level: number): LineOpResult => ({ id, code: GrpcStatus.OK, value, message: '', level });
 
 /** Fail (instead of hanging the file) when `p` does not settle within `ms`. */
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -172,13 +173,17 @@ for (const kind of ['memory', 'redis'] as const satisfies readonly StoreKind[]) 
           item(3, OP.LINE_OP_TYPE_SET_IRQ_TYPE, 2, 3),
           item(5, OP.LINE_OP_TYPE_GET_VALUE, 1),
         ] });
-        assert.deepEqual((await s.next()).results, [okResult(1000, 0), okResult(7, 0), okResult(0xffff_ffff, 1), okResult(0, 1), okResult(3, 0), okResult(5, 0)]);
+        assert.deepEqual(await s.next(), {
+          results: [okResult(1000, 0, 1), okResult(7, 0, 1), okResult(0xffff_ffff, 1, 1), okResult(0, 1, 1), okResult(3, 0, 0), okResult(5, 0, 0)],
+          seq: '1',
+        }, "each line's level and the chip's seq at the end of the batch");
         // several batches in flight at once: each answered, matched by id
         s.send({ chip: id, leaseToken: token, ops: [item(11, OP.LINE_OP_TYPE_SET_VALUE, 0, 0), item(12, OP.LINE_OP_TYPE_GET_VALUE, 0)] });
         s.send({ chip: id, leaseToken: token, ops: [item(21, OP.LINE_OP_TYPE_SET_DIRECTION, 1, 2), item(22, OP.LINE_OP_TYPE_GET_DIRECTION, 1)] });
         s.send({ chip: id, leaseToken: token, ops: [item(31, OP.LINE_OP_TYPE_GET_DIRECTION, 3)] });
         const r = await s.results([11, 12, 21, 22, 31]);
-        assert.deepEqual([11, 12, 21, 22, 31].map((i) => r.get(i)), [okResult(11, 0), okResult(12, 0), okResult(21, 0), okResult(22, 2), okResult(31, 0)]);
+        assert.deepEqual([11, 12, 21, 22, 31].map((i) => r.get(i)), [okResult(11, 0, 0), okResult(12, 0, 0), okResult(21, 0, 0), okResult(22, 2, 0), okResult(31, 0, 0)]);
+        assert.deepEqual(s.batches.slice(1).map((x) => x.seq), ['2', '2', '2']);
         assert.equal(s.batches.length, 4, 'one result message per batch');
         // the stream's changes are the fabric's state
         const lines = await client.listLines({ chip: id });
@@ -227,7 +232,7 @@ for (const kind of ['memory', 'redis'] as const satisfies readonly StoreKind[]) 
         for (const x of r3) assert.match(x.message, /chip vm-nope does not exist/);
         // and the stream still works
         s.send({ chip: id, leaseToken: token, ops: [item(30, OP.LINE_OP_TYPE_SET_VALUE, 1, 1), item(31, OP.LINE_OP_TYPE_GET_VALUE, 1)] });
-        assert.deepEqual((await s.next()).results, [okResult(30, 0), okResult(31, 1)]);
+        assert.deepEqual((await s.next()).results, [okResult(30, 0, 1), okResult(31, 1, 1)]);
         assert.equal(s.isOver(), false);
         // nothing but the valid operations changed anything
         const lines = await client.listLines({ chip: id });
@@ -279,22 +284,27 @@ for (const kind of ['memory', 'redis'] as const satisfies readonly StoreKind[]) 
       const b = await scrape();
       const s = rawStream(client);
       const ids: number[] = [];
-      const expected = new Map<number, number>();
+      const expected = new Map<number, [number, number]>(); // value, level
       s.send({ chip: id, leaseToken: token, ops: [item(1, OP.LINE_OP_TYPE_SET_DIRECTION, 2, 1)] });
       ids.push(1);
-      expected.set(1, 0);
+      expected.set(1, [0, 0]);
       for (let k = 0; k < 40; k++) {
         const base = 100 + k * 10;
         const v = k % 2;
         s.send({ chip: id, leaseToken: token, ops: [item(base, OP.LINE_OP_TYPE_SET_VALUE, 2, v), item(base + 1, OP.LINE_OP_TYPE_GET_VALUE, 2), item(base + 2, OP.LINE_OP_TYPE_GET_DIRECTION, 2)] });
         ids.push(base, base + 1, base + 2);
-        expected.set(base, 0).set(base + 1, v).set(base + 2, 1);
+        expected.set(base, [0, v]).set(base + 1, [v, v]).set(base + 2, [1, v]);
       }
       s.end();
       assert.equal(await within(s.over, 5000, 'the end of the stream'), 'end', 'a clean end, not an error');
       const r = new Map(s.batches.flatMap((x) => x.results).map((x) => [x.id, x]));
       assert.equal(s.batches.length, 41, 'every batch answered before the end');
-      for (const i of ids) assert.deepEqual(r.get(i), okResult(i, expected.get(i)!), `operation ${i}`);
+      for (const i of ids) assert.deepEqual(r.get(i), okResult(i, ...expected.get(i)!), `operation ${i}`);
+      // batch k (k > 0) toggles line 2 and makes event k
+      for (const x of s.batches) {
+        const first = x.results[0]?.id ?? 0;
+        assert.equal(x.seq, String(first === 1 ? 0 : (first - 100) / 10), `the seq of the batch of operation ${first}`);
+      }
       await waitFor(async () => (await scrape()).value('gpiofabric_linestate_rpcs_total', { method: 'OpStream', code: 'OK' }) - b.value('gpiofabric_linestate_rpcs_total', { method: 'OpStream', code: 'OK' }) >= 1, 'the stream counted');
       await sleep(50);
       const a = await scrape();

@@ -16,9 +16,9 @@ import {
   type MethodDefinition, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream, type ServiceError, type StatusObject,
   type sendUnaryData, type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import { Edge, LineOpType, LineStateServiceService, type LineEvent, type WatchEventsRequest } from '../../services/common/src/gen/gpiofabric/v1/linestate.ts';
+import { Edge, LineOpType, LineStateServiceService, type LineEvent } from '../../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import type { FabricError } from '../../services/common/src/errors.ts';
-import { createLineStateClient, type LineStateClient } from '../../services/linestate/src/client.ts';
+import { createLineStateClient, type LineStateClient, type WatchRequest } from '../../services/linestate/src/client.ts';
 import { MAX_EVENT_BATCH, WATCH_BACKLOG_PAGE } from '../../services/linestate/src/server.ts';
 import { LineOp } from '../../services/linestate/src/store/store.ts';
 import { createMemoryStore } from '../../services/linestate/src/store/memory-store.ts';
@@ -54,7 +54,7 @@ interface BatchCollector {
   cancel(): void;
 }
 
-function collectBatches(c: LineStateClient, req: WatchEventsRequest): BatchCollector {
+function collectBatches(c: LineStateClient, req: WatchRequest): BatchCollector {
   const batches: LineEvent[][] = [];
   let failure: FabricError | undefined;
   let settle: (v: { e: FabricError; unimplemented: boolean }) => void = () => {};
@@ -152,7 +152,7 @@ for (const kind of ['memory', 'redis'] as const satisfies readonly StoreKind[]) 
       const prep = await f.store.lineOps('vm-a', BigInt(tokA), [3, 4, 5, 6].flatMap((o) => [
         { op: LineOp.SET_DIRECTION, offset: o, value: 1 }, { op: LineOp.SET_VALUE, offset: o, value: 0 },
       ]));
-      assert.ok(prep.every((r) => r.ok), JSON.stringify(prep));
+      assert.ok(prep.every((r) => r.ok), prep.map((r) => (r.ok ? 'ok' : r.error.message)).join(', '));
       // resume one before the newest event: once both streams delivered it, both are live
       const newest = await lastSeq('vm-a');
       const plain = collect(f.client, { chips: ['vm-a'], fromSeq: String(newest - 1n) });
@@ -182,6 +182,54 @@ for (const kind of ['memory', 'redis'] as const satisfies readonly StoreKind[]) 
         ops.cancel();
         plain.cancel();
         batched.cancel();
+      }
+    });
+
+    it('omit_echoes: an agent\'s own echoes are left out and counted in echoes_before; other streams get every event', async () => {
+      const tok = (await f.client.registerChip({ chip: 'vm-e', ngpio: 4, names: [], owner: 'agent-e', leaseTtlMs: 60_000 })).leaseToken;
+      // line 0: output, no interrupt; line 1: output with EDGE_BOTH armed; line 2: input the operator drives
+      const prep = await f.store.lineOps('vm-e', BigInt(tok), [
+        { op: LineOp.SET_DIRECTION, offset: 0, value: 1 }, { op: LineOp.SET_DIRECTION, offset: 1, value: 1 }, { op: LineOp.SET_IRQ_TYPE, offset: 1, value: 3 },
+        { op: LineOp.SET_DIRECTION, offset: 2, value: 2 },
+      ]);
+      assert.ok(prep.every((r) => r.ok), prep.map((r) => (r.ok ? 'ok' : r.error.message)).join(', '));
+      const n = await lastSeq('vm-e');
+      const omitting = collectBatches(f.client, { chips: ['vm-e'], fromSeq: String(n), omitEchoes: true });
+      const omittingPlain = collect(f.client, { chips: ['vm-e'], fromSeq: String(n), omitEchoes: true });
+      const every = collectBatches(f.client, { chips: ['vm-e'], fromSeq: String(n) });
+      const results: { id: number; code: number; level: number; seq: bigint }[] = [];
+      const ops = f.client.opStream((b) => results.push(...b.results.map((r) => ({ ...r, seq: BigInt(b.seq) }))), () => {}, () => {});
+      const set = (id: number, offset: number, value: number) => ({ id, op: LineOpType.LINE_OP_TYPE_SET_VALUE, offset, value });
+      const brief = (es: readonly LineEvent[]): [bigint, number, number][] => es.map((e) => [BigInt(e.seq), e.offset, e.echoesBefore]);
+      let resumed: BatchCollector | undefined;
+      try {
+        ops.write({ chip: 'vm-e', leaseToken: tok, ops: [set(1, 0, 1), set(2, 0, 0), set(3, 1, 1)] }); // n+1, n+2 echoes; n+3 has an irq armed
+        await until(() => results.length === 3, () => `${results.length} of 3 op results`);
+        assert.deepEqual(results.map((r) => [r.id, r.code, r.seq, r.level]), [[1, 0, n + 3n, 0], [2, 0, n + 3n, 0], [3, 0, n + 3n, 1]],
+          "each result: its line's level as of the chip's seq at the end of the batch");
+        await f.client.drive({ target: { $case: 'line', value: off('vm-e', 2) }, value: HIGH }); // n+4: the operator's
+        ops.write({ chip: 'vm-e', leaseToken: tok, ops: [set(4, 0, 1)] }); // n+5: an echo with nothing after it yet
+        await until(() => results.length === 4, () => 'the 4th op result');
+        await every.waitFor(5);
+        assert.deepEqual(brief(every.events()), [[n + 1n, 0, 0], [n + 2n, 0, 0], [n + 3n, 1, 0], [n + 4n, 2, 0], [n + 5n, 0, 0]], 'without omit_echoes: every event');
+        const want: [bigint, number, number][] = [[n + 3n, 1, 2], [n + 4n, 2, 0]];
+        assert.deepEqual(brief(await omitting.waitFor(2)), want);
+        assert.deepEqual(brief(await omittingPlain.waitFor(2)), want, 'WatchEvents omits the same');
+        // a stream resumed from before them reads them from the store and leaves out the same
+        resumed = collectBatches(f.client, { chips: ['vm-e'], fromSeq: String(n), omitEchoes: true });
+        assert.deepEqual(brief(await resumed.waitFor(2)), want);
+        // the next event counts the trailing echo (n+5)
+        await f.client.drive({ target: { $case: 'line', value: off('vm-e', 2) }, value: LOW }); // n+6
+        for (const c of [omitting, resumed]) assert.deepEqual(brief(await c.waitFor(3)).at(-1), [n + 6n, 2, 1]);
+        assert.deepEqual(brief(await omittingPlain.waitFor(3)).at(-1), [n + 6n, 2, 1]);
+        await sleep(50);
+        assert.equal(omitting.events().length, 3, 'no echo arrived late');
+      } finally {
+        ops.cancel();
+        omitting.cancel();
+        omittingPlain.cancel();
+        every.cancel();
+        resumed?.cancel();
       }
     });
 
@@ -231,7 +279,7 @@ for (const kind of ['memory', 'redis'] as const satisfies readonly StoreKind[]) 
 
     it('errors are those of WatchEvents (code and message), never "unimplemented"', async () => {
       const newest = await lastSeq('vm-a');
-      const cases: [string, WatchEventsRequest, string, RegExp][] = [
+      const cases: [string, WatchRequest, string, RegExp][] = [
         ['from_seq beyond the newest event', { chips: ['vm-a'], fromSeq: String(newest + 1n) }, 'OUT_OF_RANGE', new RegExp(`from_seq ${newest + 1n} is beyond`)],
         ['unknown chip', { chips: ['vm-nope'] }, 'NOT_FOUND', /vm-nope/],
         ['resume of an unknown chip', { chips: ['vm-nope'], fromSeq: '0' }, 'NOT_FOUND', /vm-nope/],

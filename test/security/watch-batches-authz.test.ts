@@ -8,9 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { LineStateClient, WatchHandle } from '../../services/linestate/src/client.ts';
+import type { LineStateClient, WatchHandle, WatchRequest } from '../../services/linestate/src/client.ts';
 import { ErrorCode, type FabricError } from '../../services/common/src/errors.ts';
-import type { LineEvent, WatchEventsRequest } from '../../services/common/src/gen/gpiofabric/v1/linestate.ts';
+import type { LineEvent } from '../../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import type { LineStore } from '../../services/linestate/src/store/store.ts';
 import type { Registry } from 'prom-client';
 import { sample, startMtlsFabric, type MtlsFabric, type Role } from './support.ts';
@@ -27,7 +27,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const metric = async (name: string, labels: Record<string, string>): Promise<number> => sample(await registry.metrics(), name, labels);
 
 /** A WatchEventBatches stream of `role`, collecting its messages. */
-function watch(role: Role, req: WatchEventsRequest): {
+function watch(role: Role, req: WatchRequest): {
   batches: LineEvent[][];
   events(): LineEvent[];
   failure(): { e: FabricError; unimplemented: boolean } | undefined;
@@ -78,7 +78,7 @@ describe('WatchEventBatches authorization (mutual TLS)', () => {
     const rpcs0 = await metric('gpiofabric_linestate_rpcs_total', { method: 'WatchEventBatches', code: 'PERMISSION_DENIED' });
     const plain0 = await metric('gpiofabric_linestate_rpcs_total', { method: 'WatchEvents', code: 'PERMISSION_DENIED' });
     const errors0 = await metric('gpiofabric_linestate_errors_total', { cause: 'PERMISSION_DENIED' });
-    const cases: [WatchEventsRequest, RegExp][] = [
+    const cases: [WatchRequest, RegExp][] = [
       [{ chips: ['vm-b'], fromSeq: '0' }, /^agent "vm-a" may not read chip "vm-b" \(WatchEventBatches needs the identity gpiofabric:agent:vm-b, a watcher or an operator\)/],
       [{ chips: ['vm-b'] }, /may not read chip "vm-b" \(WatchEventBatches/],
       [{ chips: ['vm-a', 'vm-b'] }, /may not read chip "vm-b" \(WatchEventBatches/],

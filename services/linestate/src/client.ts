@@ -19,6 +19,11 @@ import { channelCredentials, type TlsFiles } from '../../common/src/tls.ts';
 
 export const DEFAULT_DEADLINE_MS = 5000;
 
+/** A WatchEventsRequest whose omit_echoes may be left out (false). */
+export type WatchRequest = Omit<WatchEventsRequest, 'omitEchoes'> & { readonly omitEchoes?: boolean };
+
+const watchRequest = (req: WatchRequest): WatchEventsRequest => ({ ...req, omitEchoes: req.omitEchoes ?? false });
+
 export interface LineStateClientOptions {
   /** Deadline of each unary call (default 5000 ms; enforced to within DEADLINE_TICK_MS). */
   readonly deadlineMs?: number;
@@ -63,14 +68,14 @@ export interface LineStateClient {
    * Open an event stream. `onError` receives the stream's failure (as FabricError) and
    * `onEnd` a clean end by the server; neither fires after `cancel()`.
    */
-  watchEvents(req: WatchEventsRequest, onEvent: (e: LineEvent) => void, onError: (e: FabricError) => void, onEnd?: () => void): WatchHandle;
+  watchEvents(req: WatchRequest, onEvent: (e: LineEvent) => void, onError: (e: FabricError) => void, onEnd?: () => void): WatchHandle;
   /**
    * The same stream with the events that were ready together delivered as one array
    * (WatchEventBatches). `onError`'s `unimplemented`: the service has no
    * WatchEventBatches, so use watchEvents.
    */
   watchEventBatches(
-    req: WatchEventsRequest, onEvents: (es: LineEvent[]) => void, onError: (e: FabricError, unimplemented: boolean) => void, onEnd?: () => void,
+    req: WatchRequest, onEvents: (es: LineEvent[]) => void, onError: (e: FabricError, unimplemented: boolean) => void, onEnd?: () => void,
   ): WatchHandle;
   /**
    * Open an OpStream. `onError` gets its failure (`unimplemented`: the service has no
@@ -204,9 +209,9 @@ export function createLineStateClient(address: string, opts: LineStateClientOpti
     drive: (req) => call(fns.drive, req),
     setBias: (req) => call(fns.setBias, req),
     applyTopology: (req) => call(fns.applyTopology, req),
-    watchEvents: (req, onEvent, onError, onEnd) => streamCallbacks(raw.watchEvents(req), onEvent, (e) => onError(e), onEnd),
+    watchEvents: (req, onEvent, onError, onEnd) => streamCallbacks(raw.watchEvents(watchRequest(req)), onEvent, (e) => onError(e), onEnd),
     watchEventBatches: (req, onEvents, onError, onEnd) =>
-      streamCallbacks(raw.watchEventBatches(req), (b: LineEventBatch) => onEvents(b.events), onError, onEnd),
+      streamCallbacks(raw.watchEventBatches(watchRequest(req)), (b: LineEventBatch) => onEvents(b.events), onError, onEnd),
     opStream: (onResults, onError, onEnd) => {
       const stream: ClientDuplexStream<LineOpBatch, LineOpResultBatch> = raw.opStream();
       const h = streamCallbacks(stream, onResults, onError, onEnd);

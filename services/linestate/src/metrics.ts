@@ -98,6 +98,7 @@ export class LineStateMetrics {
   readonly storeDuration: Histogram<'op' | 'store'>;
   readonly eventStreams: Gauge<'kind'>;
   readonly eventsSent: Counter;
+  readonly echoesOmitted: Counter;
   readonly streamLag: Histogram;
   readonly chips: Gauge<'state'>;
   readonly nets: Gauge;
@@ -133,6 +134,10 @@ export class LineStateMetrics {
     this.storeDuration = new Histogram({ name: 'gpiofabric_linestate_store_duration_seconds', help: 'One store operation (Redis: one script round trip).', labelNames: ['op', 'store'], buckets, registers });
     this.eventStreams = new Gauge({ name: 'gpiofabric_linestate_event_streams', help: 'Open WatchEvents / WatchEventBatches streams: agent (one chip resumed from a cursor) or watcher.', labelNames: ['kind'], registers });
     this.eventsSent = new Counter({ name: 'gpiofabric_linestate_events_sent_total', help: 'Events written to WatchEvents / WatchEventBatches streams (one per event).', registers });
+    this.echoesOmitted = new Counter({
+      name: 'gpiofabric_linestate_echoes_omitted_total',
+      help: 'Echoes (an agent\'s own changes of lines with no interrupt armed) left out of streams that asked for omit_echoes.', registers,
+    });
     this.streamLag = new Histogram({ name: 'gpiofabric_linestate_stream_lag_seconds', help: 'Event timestamp to written to a stream (store push and fan-out; backlog replays excluded).', buckets, registers });
     this.chips = new Gauge({
       name: 'gpiofabric_linestate_chips', help: 'Registered chips: online (live lease) or offline; sampled at scrape.', labelNames: ['state'], registers,
@@ -212,6 +217,11 @@ export class LineStateMetrics {
   eventSent(timestampNs?: bigint): void {
     this.eventsSent.inc();
     if (timestampNs !== undefined) this.streamLag.observe(secondsSinceEpochNs(timestampNs));
+  }
+
+  /** An echo was left out of a stream (omit_echoes). */
+  echoOmitted(): void {
+    this.echoesOmitted.inc();
   }
 
   /** A LineStore forwarding to `store` that times every operation and counts lease takeovers. */

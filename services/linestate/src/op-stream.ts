@@ -17,6 +17,10 @@
  *    still come, is dropped.
  *  - A service without OpStream (UNIMPLEMENTED) is served with unary LineOp calls from
  *    then on.
+ *  - Each successful result's line level as of the batch's seq (LineOpResult.level,
+ *    LineOpResultBatch.seq; an agent that watches without echoes keeps its levels from
+ *    them; docs/line-model.md) goes to onLevel before the operation settles, also when
+ *    the result comes after the operation's deadline.
  */
 import { ErrorCode, FabricError } from '../../common/src/errors.ts';
 import type { LineOpItem, LineOpResultBatch } from '../../common/src/gen/gpiofabric/v1/linestate.ts';
@@ -36,6 +40,8 @@ export interface OpStreamClientOptions {
   readonly maxBatch?: number;
   /** A stream failed and is reopened (metrics hook). */
   readonly onReconnect?: () => void;
+  /** An operation on line `offset` succeeded: the line's level was `level` as of the chip's event `seq`. */
+  readonly onLevel?: (offset: number, seq: bigint, level: 0 | 1) => void;
   readonly log?: (msg: string) => void;
 }
 
@@ -59,7 +65,10 @@ export class OpStreamClient {
   readonly #deadlineMs: number;
   readonly #maxBatch: number;
   readonly #onReconnect: (() => void) | undefined;
+  readonly #onLevel: ((offset: number, seq: bigint, level: 0 | 1) => void) | undefined;
   readonly #log: (msg: string) => void;
+  /** Offsets of sent operations whose deadline passed (their level may still come), by id. */
+  readonly #late = new Map<number, number>();
   /** Not sent yet, in issue order. */
   #queue: PendingOp[] = [];
   /** Sent on the current stream, by id. */
@@ -81,6 +90,7 @@ export class OpStreamClient {
     this.#deadlineMs = opts.deadlineMs ?? opts.client.deadlineMs;
     this.#maxBatch = Math.max(1, Math.min(opts.maxBatch ?? MAX_OP_BATCH, MAX_OP_BATCH));
     this.#onReconnect = opts.onReconnect;
+    this.#onLevel = opts.onLevel;
     this.#log = opts.log ?? (() => {});
   }
 
@@ -126,7 +136,9 @@ export class OpStreamClient {
     for (;;) {
       const id = this.#nextId;
       this.#nextId = id >= 0xffff_ffff ? 1 : id + 1;
-      if (!this.#sent.has(id)) return id;
+      if (this.#sent.has(id)) continue;
+      this.#late.delete(id);
+      return id;
     }
   }
 
@@ -178,10 +190,18 @@ export class OpStreamClient {
 
   #onResults(b: LineOpResultBatch): void {
     this.#answered = true;
+    const seq = this.#onLevel !== undefined && b.seq !== '0' && b.seq !== '' ? BigInt(b.seq) : 0n;
     for (const r of b.results) {
       const p = this.#sent.get(r.id);
-      if (p === undefined) continue; // late (its deadline passed) or unknown
+      if (p === undefined) {
+        // late (its deadline passed) or unknown: only the line's level still counts
+        const offset = this.#late.get(r.id);
+        this.#late.delete(r.id);
+        if (offset !== undefined && r.code === 0) this.#level(offset, seq, r.level);
+        continue;
+      }
       this.#sent.delete(r.id);
+      if (r.code === 0) this.#level(p.offset, seq, r.level);
       this.#settle(p, r.code === 0 ? r.value : fromStatusCode(r.code, r.message));
     }
   }
@@ -200,6 +220,7 @@ export class OpStreamClient {
     this.#answered = false;
     const inFlight = [...this.#sent.values()].sort((a, b) => a.id - b.id);
     this.#sent.clear();
+    this.#late.clear();
     if (unimplemented) {
       // nothing was applied: the service does not know the method
       if (!this.#unary) this.#log(`chip ${this.#chip}: the line-state service at ${this.#client.address} has no OpStream; using unary LineOp`);
@@ -239,6 +260,15 @@ export class OpStreamClient {
     );
   }
 
+  #level(offset: number, seq: bigint, level: number): void {
+    if (this.#onLevel === undefined || seq === 0n) return;
+    try {
+      this.#onLevel(offset, seq, level === 1 ? 1 : 0);
+    } catch (e) {
+      this.#log(`chip ${this.#chip}: level handler failed: ${(e as Error).message}`);
+    }
+  }
+
   #settle(p: PendingOp, r: number | FabricError): void {
     if (p.settled) return;
     p.settled = true;
@@ -260,7 +290,12 @@ export class OpStreamClient {
       return true;
     };
     this.#queue = this.#queue.filter((p) => !late(p));
-    for (const [id, p] of this.#sent) if (late(p)) this.#sent.delete(id);
+    for (const [id, p] of this.#sent) {
+      if (!late(p)) continue;
+      this.#sent.delete(id);
+      if (this.#late.size >= MAX_OP_BATCH) this.#late.clear(); // a service that stopped answering
+      this.#late.set(id, p.offset);
+    }
     if (this.#queue.length === 0 && this.#sent.size === 0) {
       clearInterval(this.#ticker);
       this.#ticker = undefined;

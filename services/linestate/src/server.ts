@@ -217,8 +217,8 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
       call.on('data', (batch: LineOpBatch) => {
         pending++;
         if (pending >= OP_STREAM_MAX_PENDING_BATCHES) call.pause();
-        void answerBatch(batch).then((results) => {
-          if (!closed && !call.writableEnded && !call.cancelled) call.write({ results });
+        void answerBatch(batch).then((answered) => {
+          if (!closed && !call.writableEnded && !call.cancelled) call.write(answered);
         }).finally(() => {
           pending--;
           if (pending === OP_STREAM_MAX_PENDING_BATCHES >> 1) call.resume();
@@ -226,16 +226,18 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
         });
       });
       /** Never rejects: every failure becomes the result of the operations it concerns. */
-      const answerBatch = async (batch: LineOpBatch): Promise<LineOpResult[]> => {
+      const answerBatch = async (batch: LineOpBatch): Promise<LineOpResultBatch> => {
         const items = batch.ops;
         const results = new Array<LineOpResult>(items.length);
-        const answer = (i: number, r: { value: number } | { error: unknown }): void => {
+        let seq = 0n;
+        const answer = (i: number, r: { value: number; seq: bigint; level: number } | { error: unknown }): void => {
           const id = items[i]?.id ?? 0;
           if ('value' in r) {
-            results[i] = { id, code: GrpcStatus.OK, value: r.value, message: '' };
+            results[i] = { id, code: GrpcStatus.OK, value: r.value, message: '', level: r.level };
+            seq = r.seq;
           } else {
             const st = fail('OpStream', r.error);
-            results[i] = { id, code: st.code ?? GrpcStatus.UNKNOWN, value: 0, message: st.details ?? '' };
+            results[i] = { id, code: st.code ?? GrpcStatus.UNKNOWN, value: 0, message: st.details ?? '', level: 0 };
           }
           metrics?.streamOpsAnswered(results[i].code);
         };
@@ -256,11 +258,11 @@ export async function startLineStateServer(opts: LineStateServerOptions): Promis
             }
           });
           const out = valid.length > 0 ? await store.lineOps(chip, token, valid) : [];
-          out.forEach((o, k) => answer(at[k] ?? 0, o.ok ? { value: o.value } : { error: o.error }));
+          out.forEach((o, k) => answer(at[k] ?? 0, o.ok ? o : { error: o.error }));
         } catch (e) {
           items.forEach((_, i) => { if (results[i] === undefined) answer(i, { error: e }); });
         }
-        return results;
+        return { results, seq: seq.toString() };
       };
     },
     getNames: unary<GetNamesRequest, GetNamesResponse>('GetNames', async (req) => ({ names: [...(await store.getNames(cv.chipId(req.chip)))] })),
@@ -365,6 +367,8 @@ function batchWriter(call: ServerWritableStream<WatchEventsRequest, LineEventBat
  * One WatchEvents / WatchEventBatches stream. With from_seq: subscribe first and buffer live events, read
  * the backlog (seq > from_seq) in pages, then flush the buffer dropping what was sent,
  * then go live. Per chip, nothing is sent twice or out of order (seq only increases).
+ * With omit_echoes, echoes are not sent; the next event sent counts those directly
+ * before it in echoes_before.
  */
 async function watchEvents(
   store: LineStore, call: ServerWritableStream<WatchEventsRequest, unknown>, out: (e: LineEvent) => void, openStreams: Set<{ end(): void }>,
@@ -397,6 +401,9 @@ async function watchEvents(
   if (call.cancelled) return;
 
   const lastSent = new Map<string, bigint>();
+  // omit_echoes: per chip, the echoes left out directly after lastSent's seq
+  const omitEchoes = req.omitEchoes;
+  const echoRun = new Map<string, number>();
   let done = false;
   let buffer: LineEventRecord[] | undefined = fromSeq !== undefined ? [] : undefined;
   let sub: EventSubscription | undefined;
@@ -417,7 +424,19 @@ async function watchEvents(
     const last = lastSent.get(e.chip);
     if (last !== undefined && e.seq <= last) return;
     lastSent.set(e.chip, e.seq);
-    out(cv.eventToProto(e));
+    if (omitEchoes) {
+      // a run of echoes counts only while it follows on without a gap (a gap stays visible)
+      const run = last !== undefined && e.seq === last + 1n ? (echoRun.get(e.chip) ?? 0) : 0;
+      if (e.echo === true) {
+        echoRun.set(e.chip, run + 1);
+        metrics?.echoOmitted();
+        return;
+      }
+      echoRun.delete(e.chip);
+      out(cv.eventToProto(e, run));
+    } else {
+      out(cv.eventToProto(e));
+    }
     metrics?.eventSent(live ? e.timestampNs : undefined);
   };
   call.on('cancelled', () => finish(false));

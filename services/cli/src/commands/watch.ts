@@ -1,8 +1,9 @@
 import { tlsFilesFrom } from '../../../common/src/tls.ts';
+import type { WatchRequest } from '../../../linestate/src/client.ts';
 import { UsageError, type Command } from '../command.ts';
 import { clientFor, edgeText, parse, reachable, SERVER_HELP, serverAddress, serverOption } from '../operator.ts';
 import { parseLineRef } from '../../../common/src/line-model.ts';
-import type { LineEvent, WatchEventsRequest } from '../../../common/src/gen/gpiofabric/v1/linestate.ts';
+import type { LineEvent } from '../../../common/src/gen/gpiofabric/v1/linestate.ts';
 
 /** Timestamp in ns since the epoch as ISO 8601 with microseconds. */
 function isoTime(ns: string): string {
@@ -45,7 +46,7 @@ ${SERVER_HELP}`,
     const address = serverAddress(values.server);
     const client = clientFor(values);
     try {
-      const req: WatchEventsRequest = { chips: [] };
+      const req: WatchRequest = { chips: [] };
       if (target !== undefined) {
         if (target.includes(':')) {
           let ref: ReturnType<typeof parseLineRef>;

@@ -119,6 +119,7 @@ export function netToProto(n: NetInfo): pb.Net {
   };
 }
 
-export function eventToProto(e: LineEventRecord): pb.LineEvent {
-  return { chip: e.chip, offset: e.offset, level: e.level, edge: e.edge, seq: e.seq.toString(), timestampNs: e.timestampNs.toString() };
+/** `echoesBefore`: echoes of the chip the stream left out directly before this event (omit_echoes). */
+export function eventToProto(e: LineEventRecord, echoesBefore = 0): pb.LineEvent {
+  return { chip: e.chip, offset: e.offset, level: e.level, edge: e.edge, seq: e.seq.toString(), timestampNs: e.timestampNs.toString(), echoesBefore };
 }

@@ -90,6 +90,8 @@ class MemoryStore implements LineStore {
   private readonly clockNs: () => bigint;
   /** Events produced by the mutation in progress. */
   private pending: LineEventRecord[] = [];
+  /** The line of the lineOps operation being applied: its own changes are echoes (store.ts). */
+  private echoOf: { readonly chip: string; readonly offset: number } | undefined;
 
   constructor(opts: MemoryStoreOptions) {
     this.defaultTtl = resolveLeaseTtl(opts.defaultLeaseTtlMs ?? LEASE_TTL_MS.DEFAULT, LEASE_TTL_MS.DEFAULT);
@@ -165,16 +167,22 @@ class MemoryStore implements LineStore {
     this.open();
     this.checkToken(this.chip(chip), leaseToken);
     // synchronous: nothing interleaves with the batch (atomic, like the Redis script)
-    return ops.map((o): LineOpOutcome => {
+    const done = ops.map((o): LineOpOutcome => {
       const bad = opShapeError(o);
       if (bad !== undefined) return { ok: false, error: bad };
+      this.echoOf = { chip, offset: o.offset };
       try {
-        return { ok: true, value: this.lineOpNow({ chip, leaseToken, op: o.op, offset: o.offset, value: o.value }) };
+        return { ok: true, value: this.lineOpNow({ chip, leaseToken, op: o.op, offset: o.offset, value: o.value }), seq: 0n, level: 0 };
       } catch (e) {
         if (isFabricError(e)) return { ok: false, error: e };
         throw e;
+      } finally {
+        this.echoOf = undefined;
       }
     });
+    // each line's level after the whole batch, as of the chip's seq then
+    const c = this.chip(chip);
+    return done.map((o, i) => (o.ok ? { ...o, seq: c.seq, level: c.lines[ops[i]!.offset]!.level } : o));
   }
 
   private lineOpNow(input: LineOpInput): number {
@@ -592,7 +600,10 @@ class MemoryStore implements LineStore {
     let ts = this.clockNs();
     if (ts < chip.lastTs) ts = chip.lastTs;
     chip.lastTs = ts;
-    const e: LineEventRecord = { chip: chip.id, offset, level, edge, seq: chip.seq, timestampNs: ts };
+    const echo = this.echoOf !== undefined && this.echoOf.chip === chip.id && this.echoOf.offset === offset && line.irq === IrqType.NONE;
+    const e: LineEventRecord = echo
+      ? { chip: chip.id, offset, level, edge, seq: chip.seq, timestampNs: ts, echo: true }
+      : { chip: chip.id, offset, level, edge, seq: chip.seq, timestampNs: ts };
     chip.events.push(e);
     if (chip.events.length > this.retention) chip.events.splice(0, chip.events.length - this.retention);
     this.pending.push(e);

@@ -221,11 +221,15 @@ class RedisStore implements LineStore {
       args.push(o.op, o.offset, valueArg(o.value));
     });
     // run even with nothing to apply: the chip and the lease are checked for every batch
-    const r = (await this.run('lineops', chip, token, sent.length, ...args)) as [(number | [string, string])[], string];
+    const r = (await this.run('lineops', chip, token, sent.length, ...args)) as [(number | [string, string])[], string, number, string];
     this.deliverLocal(r[1]);
+    const seq = BigInt(r[2]);
+    const levels = r[3];
     sent.forEach((i, k) => {
       const v = r[0][k];
-      outcomes[i] = Array.isArray(v) ? { ok: false, error: scriptError(v[0], v[1]) } : { ok: true, value: Number(v) };
+      outcomes[i] = Array.isArray(v)
+        ? { ok: false, error: scriptError(v[0], v[1]) }
+        : { ok: true, value: Number(v), seq, level: levels.charCodeAt(k) === 49 ? 1 : 0 };
     });
     return outcomes as LineOpOutcome[];
   }
@@ -401,11 +405,11 @@ class RedisStore implements LineStore {
    */
   private deliverLocal(msg: string): void {
     if (msg === '' || !this.listeners.any()) return;
-    const events = parseEventMessage(msg);
+    const events = parseEventMessage(msg, (chip) => this.takes(chip)); // the pub/sub rows of the others are skipped too
     this.chain = this.chain.then(() => {
       let all = true;
       for (const e of events) {
-        if (!this.takes(e.chip)) continue; // its pub/sub row is skipped too
+        if (!this.takes(e.chip)) continue; // its listener went away meanwhile
         const last = this.delivered.get(e.chip);
         if (last !== undefined && e.seq === last + 1n) this.emit(e);
         else all = false;
@@ -443,17 +447,19 @@ class RedisStore implements LineStore {
 
 // ------------------------------------------------------------------ arguments
 
-/** The events of one published message: rows "chip offset level edge seq ts" (only the `wanted` chips'). */
+/**
+ * The events of one published message: rows "chip offset level edge seq ts", with " e"
+ * appended to an echo (only the `wanted` chips').
+ */
 function parseEventMessage(msg: string, wanted?: (chip: string) => boolean): LineEventRecord[] {
   const events: LineEventRecord[] = [];
   for (const row of msg.split('\n')) {
     if (wanted !== undefined && !wanted(row.slice(0, row.indexOf(' ')))) continue;
     const f = row.split(' ');
-    if (f.length !== 6) continue;
-    events.push({
-      chip: f[0]!, offset: Number(f[1]), level: f[2] === '1' ? 1 : 0, edge: Number(f[3]) as Edge, seq: BigInt(f[4]!),
-      timestampNs: BigInt(f[5]!),
-    });
+    if (f.length !== 6 && f.length !== 7) continue;
+    const chip = f[0]!, offset = Number(f[1]), level = f[2] === '1' ? 1 : 0, edge = Number(f[3]) as Edge, seq = BigInt(f[4]!);
+    const timestampNs = BigInt(f[5]!);
+    events.push(f[6] === 'e' ? { chip, offset, level, edge, seq, timestampNs, echo: true } : { chip, offset, level, edge, seq, timestampNs });
   }
   return events;
 }
@@ -538,10 +544,9 @@ function decodeStreamEntry(chip: string, entry: [string, string[]]): LineEventRe
   const [id, fields] = entry;
   const f = new Map<string, string>();
   for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i]!, fields[i + 1]!);
-  return {
-    chip, offset: Number(f.get('offset')), level: f.get('level') === '1' ? 1 : 0, edge: Number(f.get('edge')) as Edge,
-    seq: BigInt(id.slice(id.indexOf('-') + 1)), timestampNs: BigInt(f.get('ts') ?? '0'),
-  };
+  const offset = Number(f.get('offset')), level = f.get('level') === '1' ? 1 : 0, edge = Number(f.get('edge')) as Edge;
+  const seq = BigInt(id.slice(id.indexOf('-') + 1)), timestampNs = BigInt(f.get('ts') ?? '0');
+  return f.get('echo') === '1' ? { chip, offset, level, edge, seq, timestampNs, echo: true } : { chip, offset, level, edge, seq, timestampNs };
 }
 
 function decodeChange(c: unknown[]): TopologyChange {

@@ -59,6 +59,13 @@ export interface LineEventRecord {
   readonly edge: Edge;
   readonly seq: bigint;
   readonly timestampNs: bigint;
+  /**
+   * The change is an echo: an OpStream operation (lineOps) of the lease holder changed
+   * the level of the line it operated on while that line's irq type was NONE. The
+   * operation's outcome carries the line's level; watch streams with omit_echoes leave
+   * the event out.
+   */
+  readonly echo?: true;
 }
 
 export interface RegisterChipInput {
@@ -97,7 +104,16 @@ export interface BatchLineOp {
 }
 
 /** The outcome of one operation of a batch: its response value, or why it failed (it changed nothing). */
-export type LineOpOutcome = { readonly ok: true; readonly value: number } | { readonly ok: false; readonly error: FabricError };
+export type LineOpOutcome =
+  | {
+    readonly ok: true;
+    readonly value: number;
+    /** The chip's newest event seq at the end of the batch (the same for every operation of it). */
+    readonly seq: bigint;
+    /** The operation's line's observed level at the end of the batch (as of `seq`). */
+    readonly level: Level;
+  }
+  | { readonly ok: false; readonly error: FabricError };
 
 export interface WireInput {
   /** "" = generate a name. */
@@ -138,7 +154,12 @@ export interface LineStore {
    * malformed, checks the chip and the lease first: an unknown chip, a stale lease or an
    * unreachable store rejects the whole batch (nothing applied). An invalid operation
    * (offset, op, value) fails alone as its outcome and changes nothing; the others still
-   * apply. At most MAX_OP_BATCH (validate.ts) operations.
+   * apply. At most MAX_OP_BATCH (validate.ts) operations. A change an operation makes
+   * to its own line while the line's irq type is NONE is marked as an echo
+   * (LineEventRecord.echo); every successful outcome carries its line's level as of the
+   * chip's seq at the end of the batch, so a client that watches without echoes still
+   * knows its lines' levels.
+   * Unary lineOp marks nothing.
    */
   lineOps(chip: string, leaseToken: bigint, ops: readonly BatchLineOp[]): Promise<readonly LineOpOutcome[]>;
   getNames(chip: string): Promise<readonly string[]>;

@@ -16,8 +16,9 @@
 --                           x external drive, v level, c contention 0/1, k contention count
 --   <p>ln             HASH  "chip:off" -> net name (wired lines only)
 --   <p>netseq         STRING counter for generated net names
---   <p>ev:<chip>      STREAM events, id 0-<seq>, fields level edge offset ts
---   channel <p>events  one message per state change: "chip off level edge seq ts" lines
+--   <p>ev:<chip>      STREAM events, id 0-<seq>, fields level edge offset ts [echo 1]
+--   channel <p>events  one message per state change: "chip off level edge seq ts[ e]" lines
+--                     (" e" / echo 1: the event is an OpStream operation's echo)
 --
 -- Packed line state: 6 characters, direction (0 none, 1 out, 2 in), output value (0/1),
 -- irq type (0,1,2,3,4,8), bias (0 none, 1 up, 2 down), external drive (0 release,
@@ -225,6 +226,10 @@ local function resolve_net(drivers, pull, mode)
 end
 
 local events = {}
+-- "chip:offset" of the line the current OpStream operation acts on (lineops.lua sets it):
+-- a change of that line while its irq type is NONE is that operation's echo, marked so
+-- watchers with omit_echoes can leave it out (docs/line-model.md, "Echoes")
+local echo_key = nil
 local function set_level(l, v)
   if l.v == v then return end
   local edge = 2
@@ -237,7 +242,9 @@ local function set_level(l, v)
   if dec_less(ts, c.ts) then ts = c.ts end
   c.ts = ts
   c.dirty = true
-  events[#events + 1] = { l.chip, l.off, v, edge, c.s, ts }
+  local echo = false
+  if l.key == echo_key and l.i == 0 then echo = true end
+  events[#events + 1] = { l.chip, l.off, v, edge, c.s, ts, echo }
 end
 
 -- re-resolve the given lines (and every line sharing a net with them)
@@ -377,9 +384,16 @@ local function finish()
   if #events > 0 then
     local msg = {}
     for i, e in ipairs(events) do
-      redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. itoa(e[5]),
-        'level', itoa(e[3]), 'edge', itoa(e[4]), 'offset', itoa(e[2]), 'ts', e[6])
-      msg[i] = e[1] .. ' ' .. itoa(e[2]) .. ' ' .. itoa(e[3]) .. ' ' .. itoa(e[4]) .. ' ' .. itoa(e[5]) .. ' ' .. e[6]
+      local row = e[1] .. ' ' .. itoa(e[2]) .. ' ' .. itoa(e[3]) .. ' ' .. itoa(e[4]) .. ' ' .. itoa(e[5]) .. ' ' .. e[6]
+      if e[7] then
+        redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. itoa(e[5]),
+          'level', itoa(e[3]), 'edge', itoa(e[4]), 'offset', itoa(e[2]), 'ts', e[6], 'echo', '1')
+        row = row .. ' e'
+      else
+        redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. itoa(e[5]),
+          'level', itoa(e[3]), 'edge', itoa(e[4]), 'offset', itoa(e[2]), 'ts', e[6])
+      end
+      msg[i] = row
     end
     local text = table.concat(msg, '\n')
     redis.call('PUBLISH', K_CHAN, text)

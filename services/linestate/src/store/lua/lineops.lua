@@ -2,14 +2,20 @@
 -- ARGV: 3 chip, 4 token, 5 n, then n x (op, offset, value).
 -- A stale lease or unknown chip fails the whole batch; an invalid operation fails alone
 -- (it changes nothing) and the others still apply.
--- Returns { results, published events ("" = none) }; results[i] is the response value
--- or { code, message }.
+-- Returns { results, published events ("" = none), the chip's seq after the batch, levels };
+-- results[i] is the response value or { code, message }; levels is one character per
+-- operation: its line's level after the batch ("0"/"1"; "-" for a failed operation).
+-- A change an operation makes to its own line while the line's irq type is NONE is
+-- marked as an echo (lib.lua set_level).
 local c = leased_chip(ARGV[3], ARGV[4])
 local n = tonumber(ARGV[5])
 local results = {}
 for i = 1, n do
   local b = 5 + (i - 1) * 3
-  local ok, r = pcall(line_op, c, tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), ARGV[b + 3])
+  local off = tonumber(ARGV[b + 2])
+  echo_key = c.id .. ':' .. ARGV[b + 2]
+  local ok, r = pcall(line_op, c, tonumber(ARGV[b + 1]), off, tonumber(ARGV[b + 3]), ARGV[b + 3])
+  echo_key = nil
   if ok then
     results[i] = r
   else
@@ -23,4 +29,13 @@ for i = 1, n do
     results[i] = { code, msg }
   end
 end
-return { results, finish() }
+local levels = {}
+for i = 1, n do
+  if type(results[i]) == 'table' then
+    levels[i] = '-'
+  else
+    levels[i] = itoa(line(c.id, tonumber(ARGV[5 + (i - 1) * 3 + 2])).v)
+  end
+end
+local msg = finish()
+return { results, msg, c.s, table.concat(levels) }

@@ -466,6 +466,12 @@ export interface LineEvent {
   seq: string;
   /** Wall-clock time of the change (Redis TIME or the process clock), ns since epoch. */
   timestampNs: string;
+  /**
+   * Only on a stream that asked for omit_echoes: how many echoes of this chip directly
+   * before this event (seqs seq - echoes_before .. seq - 1) the stream left out, so
+   * the stream's seqs still account for every event. 0 otherwise.
+   */
+  echoesBefore: number;
 }
 
 export interface RegisterChipRequest {
@@ -551,11 +557,23 @@ export interface LineOpResult {
   value: number;
   /** What went wrong, when code is not 0. */
   message: string;
+  /**
+   * When code is 0: the line's observed level at the end of the batch, as of the
+   * batch's seq (LineOpResultBatch.seq).
+   */
+  level: number;
 }
 
 /** The results of one LineOpBatch, in the batch's order. */
 export interface LineOpResultBatch {
   results: LineOpResult[];
+  /**
+   * The chip's newest event seq at the end of the batch (0 when no operation of it
+   * succeeded, or from a service that predates it). A client whose watch stream omits
+   * echoes (WatchEventsRequest.omit_echoes) keeps its lines' levels from the results'
+   * levels as of this seq.
+   */
+  seq: string;
 }
 
 export interface GetNamesRequest {
@@ -583,7 +601,17 @@ export interface WatchEventsRequest {
     | string
     | undefined;
   /** Only events of this line (requires exactly one chip). */
-  offset?: number | undefined;
+  offset?:
+    | number
+    | undefined;
+  /**
+   * Leave out echoes: events that OpStream operations of the chip's lease holder caused
+   * on the line they operated on while its irq type is NONE (the holder knows those
+   * levels from the operations' results, LineOpResult.level). The next event sent counts
+   * them in echoes_before. For the agent that holds the chip's lease; other watchers
+   * want every event.
+   */
+  omitEchoes: boolean;
 }
 
 export interface WireRequest {
@@ -1387,7 +1415,7 @@ export const Net: MessageFns<Net> = {
 };
 
 function createBaseLineEvent(): LineEvent {
-  return { chip: "", offset: 0, level: 0, edge: 0, seq: "0", timestampNs: "0" };
+  return { chip: "", offset: 0, level: 0, edge: 0, seq: "0", timestampNs: "0", echoesBefore: 0 };
 }
 
 export const LineEvent: MessageFns<LineEvent> = {
@@ -1409,6 +1437,9 @@ export const LineEvent: MessageFns<LineEvent> = {
     }
     if (message.timestampNs !== "0") {
       writer.uint32(48).uint64(message.timestampNs);
+    }
+    if (message.echoesBefore !== 0) {
+      writer.uint32(56).uint32(message.echoesBefore);
     }
     return writer;
   },
@@ -1474,6 +1505,14 @@ export const LineEvent: MessageFns<LineEvent> = {
             message.timestampNs = reader.uint64().toString();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.echoesBefore = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1498,6 +1537,11 @@ export const LineEvent: MessageFns<LineEvent> = {
         : isSet(object.timestamp_ns)
         ? globalThis.String(object.timestamp_ns)
         : "0",
+      echoesBefore: isSet(object.echoesBefore)
+        ? globalThis.Number(object.echoesBefore)
+        : isSet(object.echoes_before)
+        ? globalThis.Number(object.echoes_before)
+        : 0,
     };
   },
 
@@ -1521,6 +1565,9 @@ export const LineEvent: MessageFns<LineEvent> = {
     if (message.timestampNs !== "0") {
       obj.timestampNs = message.timestampNs;
     }
+    if (message.echoesBefore !== 0) {
+      obj.echoesBefore = Math.round(message.echoesBefore);
+    }
     return obj;
   },
 
@@ -1535,6 +1582,7 @@ export const LineEvent: MessageFns<LineEvent> = {
     message.edge = object.edge ?? 0;
     message.seq = object.seq ?? "0";
     message.timestampNs = object.timestampNs ?? "0";
+    message.echoesBefore = object.echoesBefore ?? 0;
     return message;
   },
 };
@@ -2478,7 +2526,7 @@ export const LineOpBatch: MessageFns<LineOpBatch> = {
 };
 
 function createBaseLineOpResult(): LineOpResult {
-  return { id: 0, code: 0, value: 0, message: "" };
+  return { id: 0, code: 0, value: 0, message: "", level: 0 };
 }
 
 export const LineOpResult: MessageFns<LineOpResult> = {
@@ -2494,6 +2542,9 @@ export const LineOpResult: MessageFns<LineOpResult> = {
     }
     if (message.message !== "") {
       writer.uint32(34).string(message.message);
+    }
+    if (message.level !== 0) {
+      writer.uint32(40).uint32(message.level);
     }
     return writer;
   },
@@ -2543,6 +2594,14 @@ export const LineOpResult: MessageFns<LineOpResult> = {
             message.message = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.level = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2561,6 +2620,7 @@ export const LineOpResult: MessageFns<LineOpResult> = {
       code: isSet(object.code) ? globalThis.Number(object.code) : 0,
       value: isSet(object.value) ? globalThis.Number(object.value) : 0,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      level: isSet(object.level) ? globalThis.Number(object.level) : 0,
     };
   },
 
@@ -2578,6 +2638,9 @@ export const LineOpResult: MessageFns<LineOpResult> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.level !== 0) {
+      obj.level = Math.round(message.level);
+    }
     return obj;
   },
 
@@ -2590,18 +2653,22 @@ export const LineOpResult: MessageFns<LineOpResult> = {
     message.code = object.code ?? 0;
     message.value = object.value ?? 0;
     message.message = object.message ?? "";
+    message.level = object.level ?? 0;
     return message;
   },
 };
 
 function createBaseLineOpResultBatch(): LineOpResultBatch {
-  return { results: [] };
+  return { results: [], seq: "0" };
 }
 
 export const LineOpResultBatch: MessageFns<LineOpResultBatch> = {
   encode(message: LineOpResultBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.results) {
       LineOpResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.seq !== "0") {
+      writer.uint32(16).uint64(message.seq);
     }
     return writer;
   },
@@ -2627,6 +2694,14 @@ export const LineOpResultBatch: MessageFns<LineOpResultBatch> = {
             message.results.push(LineOpResult.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.seq = reader.uint64().toString();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2644,6 +2719,7 @@ export const LineOpResultBatch: MessageFns<LineOpResultBatch> = {
       results: globalThis.Array.isArray(object?.results)
         ? object.results.map((e: any) => LineOpResult.fromJSON(e))
         : [],
+      seq: isSet(object.seq) ? globalThis.String(object.seq) : "0",
     };
   },
 
@@ -2651,6 +2727,9 @@ export const LineOpResultBatch: MessageFns<LineOpResultBatch> = {
     const obj: any = {};
     if (message.results?.length) {
       obj.results = message.results.map((e) => LineOpResult.toJSON(e));
+    }
+    if (message.seq !== "0") {
+      obj.seq = message.seq;
     }
     return obj;
   },
@@ -2661,6 +2740,7 @@ export const LineOpResultBatch: MessageFns<LineOpResultBatch> = {
   fromPartial<I extends Exact<DeepPartial<LineOpResultBatch>, I>>(object: I): LineOpResultBatch {
     const message = createBaseLineOpResultBatch();
     message.results = object.results?.map((e) => LineOpResult.fromPartial(e)) || [];
+    message.seq = object.seq ?? "0";
     return message;
   },
 };
@@ -2869,7 +2949,7 @@ export const LineEventBatch: MessageFns<LineEventBatch> = {
 };
 
 function createBaseWatchEventsRequest(): WatchEventsRequest {
-  return { chips: [], fromSeq: undefined, offset: undefined };
+  return { chips: [], fromSeq: undefined, offset: undefined, omitEchoes: false };
 }
 
 export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
@@ -2882,6 +2962,9 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     }
     if (message.offset !== undefined) {
       writer.uint32(24).uint32(message.offset);
+    }
+    if (message.omitEchoes !== false) {
+      writer.uint32(32).bool(message.omitEchoes);
     }
     return writer;
   },
@@ -2923,6 +3006,14 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
             message.offset = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.omitEchoes = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2944,6 +3035,11 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
         ? globalThis.String(object.from_seq)
         : undefined,
       offset: isSet(object.offset) ? globalThis.Number(object.offset) : undefined,
+      omitEchoes: isSet(object.omitEchoes)
+        ? globalThis.Boolean(object.omitEchoes)
+        : isSet(object.omit_echoes)
+        ? globalThis.Boolean(object.omit_echoes)
+        : false,
     };
   },
 
@@ -2958,6 +3054,9 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     if (message.offset !== undefined) {
       obj.offset = Math.round(message.offset);
     }
+    if (message.omitEchoes !== false) {
+      obj.omitEchoes = message.omitEchoes;
+    }
     return obj;
   },
 
@@ -2969,6 +3068,7 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     message.chips = object.chips?.map((e) => e) || [];
     message.fromSeq = object.fromSeq ?? undefined;
     message.offset = object.offset ?? undefined;
+    message.omitEchoes = object.omitEchoes ?? false;
     return message;
   },
 };
