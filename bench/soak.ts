@@ -18,7 +18,10 @@
  *
  * Checked (exit code 1 when violated):
  *  - events lost = 0: on every chip the events received have strictly consecutive seq
- *    numbers and, after a drain, their count equals the chip's lastSeq growth;
+ *    numbers, counting the echoes the stream reports as left out (the agent's own output
+ *    changes; docs/line-model.md), and, after a drain (one unary SET_VALUE per chip, not
+ *    an echo, so the stream accounts for the echoes before it), events plus echoes equal
+ *    the chip's lastSeq growth;
  *  - memory: for each process (service, redis-server, this driver), RSS at the end
  *    <= RSS after warm-up * 1.5 + 50 MB;
  *  - no op failed.
@@ -56,7 +59,8 @@ const num = (name: string, v: string | undefined, min: number, max: number): num
 const MINUTES = num('minutes', values.minutes, 0.05, 24 * 60);
 const AGENTS = Math.trunc(num('agents', values.agents, 2, 2000));
 const LINES = Math.trunc(num('lines', values.lines, 2, 1024));
-const WIRED = Math.min(LINES - (LINES % 2), Math.trunc(num('wired', values.wired, 0, 1024)));
+// an even count below LINES: the last line stays unwired for the drain's last change
+const WIRED = Math.min((LINES - 1) - ((LINES - 1) % 2), Math.trunc(num('wired', values.wired, 0, 1024)));
 const IN_FLIGHT = Math.trunc(num('in-flight', values['in-flight'], 1, 4096));
 const CHANNELS = Math.min(AGENTS, Math.trunc(num('channels', values.channels, 1, 2000)));
 const OUT = values.out ?? 'bench/results/soak.json';
@@ -99,6 +103,8 @@ interface ChipTrack {
   readonly client: LineStateClient;
   startSeq: bigint;
   lastSeen: bigint;
+  /** backend.echoesSkipped when the last event arrived. */
+  echoesSeen: bigint;
   received: number;
   gaps: number;
   duplicates: number;
@@ -149,9 +155,12 @@ async function main(): Promise<number> {
         const n = i + j;
         const client = clients[n % CHANNELS]!;
         const backend = new RemoteBackend({ client, chip: chipId(n), ngpio: LINES, owner: `soak/${process.pid}/${n}`, leaseTtlMs: 10_000, startTimeoutMs: 30_000 });
-        const t: ChipTrack = { backend, client, startSeq: 0n, lastSeen: 0n, received: 0, gaps: 0, duplicates: 0 };
+        const t: ChipTrack = { backend, client, startSeq: 0n, lastSeen: 0n, echoesSeen: 0n, received: 0, gaps: 0, duplicates: 0 };
         backend.onEvent((e) => {
-          if (e.seq === t.lastSeen + 1n) t.received++;
+          // the echoes left out just before this event (counted by the backend before it calls us)
+          const echoes = backend.echoesSkipped - t.echoesSeen;
+          t.echoesSeen = backend.echoesSkipped;
+          if (e.seq === t.lastSeen + 1n + echoes) t.received++;
           else if (e.seq <= t.lastSeen) t.duplicates++;
           else {
             t.gaps++;
@@ -224,7 +233,17 @@ async function main(): Promise<number> {
     clearInterval(progress);
     const elapsedS = (performance.now() - started) / 1000;
 
-    // ---- drain: every chip's events up to its lastSeq
+    // ---- drain: every chip's events up to its lastSeq. A last change that is not an echo
+    // (unary LineOp marks none) on an unwired line makes each stream account for the
+    // echoes before it.
+    const spare = LINES - 1;
+    await Promise.all(chips.map(async (t) => {
+      const chip = t.backend.chip;
+      const leaseToken = (t.backend.leaseToken ?? 0n).toString();
+      await t.client.lineOp({ chip, leaseToken, op: 3, offset: spare, value: 1 });
+      const v = (await t.client.lineOp({ chip, leaseToken, op: 4, offset: spare, value: 0 })).value;
+      await t.client.lineOp({ chip, leaseToken, op: 5, offset: spare, value: v === 1 ? 0 : 1 });
+    }));
     const drained = async (): Promise<{ expected: number; missing: number }> => {
       const last = new Map((await admin.listChips()).map((c) => [c.id, BigInt(c.lastSeq)]));
       let expected = 0;
@@ -232,7 +251,7 @@ async function main(): Promise<number> {
       for (const t of chips) {
         const want = Number((last.get(t.backend.chip) ?? 0n) - t.startSeq);
         expected += want;
-        missing += Math.max(0, want - t.received);
+        missing += Math.max(0, want - t.received - Number(t.backend.echoesSkipped));
       }
       return { expected, missing };
     };
@@ -243,6 +262,7 @@ async function main(): Promise<number> {
     }
     rss.end = { service: rssMb(svcPid), redis: await redisRss(), driver: rssMb(process.pid) };
     const received = chips.reduce((s, c) => s + c.received, 0);
+    const echoes = chips.reduce((s, c) => s + Number(c.backend.echoesSkipped), 0);
     const gaps = chips.reduce((s, c) => s + c.gaps, 0);
     const duplicates = chips.reduce((s, c) => s + c.duplicates, 0);
     const eventsLost = d.missing + gaps;
@@ -268,6 +288,7 @@ async function main(): Promise<number> {
       op_failures: failures,
       events_expected: d.expected,
       events_received: received,
+      echoes_omitted: echoes,
       seq_gaps: gaps,
       duplicates,
       config: { minutes: MINUTES, agents: AGENTS, lines: LINES, wired_lines_per_chip: WIRED, ring_nets: AGENTS * (WIRED / 2), in_flight: IN_FLIGHT, channels: CHANNELS, warmup_s: WARMUP_MS / 1000, elapsed_s: Math.round(elapsedS) },

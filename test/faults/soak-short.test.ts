@@ -33,8 +33,10 @@ test('soak, short: 20 agents x 64 lines for 30 s lose no event and stay within t
     assert.equal(r['op_failures'], 0);
     assert.equal(r['memory_ok'], true);
     assert.ok((r['ops'] as number) > 0 && (r['events_received'] as number) > 0, 'traffic flowed and produced events');
-    assert.equal(r['events_received'], r['events_expected']);
-    t.diagnostic(`soak short: ${r['ops_per_s']} ops/s, p50 ${r['p50_us']} us, p99 ${r['p99_us']} us, ${r['events_received']} events, RSS ${r['rss_start_mb']} -> ${r['rss_end_mb']} MB`);
+    // the agents' own output changes are echoes, which their streams count instead of sending
+    assert.ok((r['echoes_omitted'] as number) > 0, 'echoes were left out and counted');
+    assert.equal((r['events_received'] as number) + (r['echoes_omitted'] as number), r['events_expected']);
+    t.diagnostic(`soak short: ${r['ops_per_s']} ops/s, p50 ${r['p50_us']} us, p99 ${r['p99_us']} us, ${r['events_received']} events + ${r['echoes_omitted']} echoes, RSS ${r['rss_start_mb']} -> ${r['rss_end_mb']} MB`);
   } finally {
     await cleanup.run();
   }

@@ -14,7 +14,10 @@
  *  - Failures reject with a BackendError (keeping `cause`) or a FabricError (passed
  *    through unchanged from the service); never with anything else, never synchronously.
  *  - Events are delivered to listeners in per-chip `seq` order, each at most once, and
- *    `levels()` already reflects an event when its listeners run.
+ *    `levels()` already reflects an event (or something newer) when its listeners run.
+ *    The remote backend is not sent the echoes of its own operations (a change an
+ *    operation made to its own line while the line's irq type was NONE; docs/line-model.md):
+ *    `levels()` has those from the operations' results.
  *  - A listener that throws does not affect the backend or other listeners.
  */
 import type { Direction, Edge, IrqType, Level } from '../../../common/src/line-model.ts';
@@ -53,7 +56,7 @@ export interface LineBackend {
   setValue(offset: number, value: Level): Promise<void>;
   /** Records the irq type (interrupt delivery itself happens in the device model). */
   setIrqType(offset: number, type: IrqType): Promise<void>;
-  /** Observed level of every line as last known (initial state, then events). */
+  /** Observed level of every line as last known (initial state, then events and operation results). */
   levels(): readonly Level[];
   /** Subscribe to level-change events; returns the unsubscribe function. */
   onEvent(listener: LineEventListener): () => void;

@@ -11,7 +11,11 @@
  *    without it) from a cursor (the newest seq it has seen) and,
  *    after any stream failure, reconnects with backoff and resumes from that cursor, so
  *    no interrupt is missed and none is delivered twice (events with seq <= cursor are
- *    dropped).
+ *    dropped);
+ *  - asks the stream to leave out echoes (the changes its own operations make to lines
+ *    with no interrupt armed; docs/line-model.md): every operation's result carries its
+ *    line's level as of a chip seq, and levels() takes, per line, whichever of result and
+ *    event is newer. The stream counts the echoes it left out, so seqs still show a gap.
  *
  * While the service is unreachable, operations fail fast (UNAVAILABLE or the deadline)
  * and the device answers the guest ERR; nothing waits forever.
@@ -69,10 +73,13 @@ export class RemoteBackend implements LineBackend {
   readonly #ops: OpStreamClient;
   readonly #onEventReceived: ((timestampNs: bigint) => void) | undefined;
   readonly #levels: Level[];
+  /** Per line: the chip seq its entry in #levels is as of (an event's, or an operation result's). */
+  readonly #levelSeq: bigint[];
   readonly #listeners = new Set<LineEventListener>();
 
   #token: bigint | undefined;
   #cursor = 0n;
+  #echoesSkipped = 0n;
   #closed = false;
   #started = false;
   #registering: Promise<void> | undefined;
@@ -97,8 +104,10 @@ export class RemoteBackend implements LineBackend {
     this.#onReconnect = opts.onReconnect;
     this.#onEventReceived = opts.onEventReceived;
     this.#levels = new Array<Level>(opts.ngpio).fill(0);
+    this.#levelSeq = new Array<bigint>(opts.ngpio).fill(0n);
     this.#ops = new OpStreamClient({
       client: opts.client, chip: opts.chip, onReconnect: () => this.#onReconnect?.('ops'), log: (m) => this.#log.warn(m),
+      onLevel: (offset, seq, level) => this.#setLevel(offset, seq, level),
     });
   }
 
@@ -110,6 +119,14 @@ export class RemoteBackend implements LineBackend {
   /** The newest event seq seen (the resume cursor). */
   get cursor(): bigint {
     return this.#cursor;
+  }
+
+  /**
+   * How many echoes (docs/line-model.md) the event stream has reported as left out so far:
+   * with the events delivered, they account for every seq up to the cursor.
+   */
+  get echoesSkipped(): bigint {
+    return this.#echoesSkipped;
   }
 
   async start(): Promise<void> {
@@ -263,6 +280,7 @@ export class RemoteBackend implements LineBackend {
     // After a restart, level changes we could not see are reported as one event per
     // changed line so edge interrupts are not silently lost.
     const changed: LineEvent[] = [];
+    this.#levelSeq.fill(lastSeq);
     for (const l of lines) {
       if (l.offset >= this.ngpio) continue;
       const level: Level = l.level === 1 ? 1 : 0;
@@ -302,7 +320,7 @@ export class RemoteBackend implements LineBackend {
     this.#watch?.cancel();
     this.#watch = undefined;
     if (this.#closed) return;
-    const req = { chips: [this.chip], fromSeq: this.#cursor.toString() };
+    const req = { chips: [this.chip], fromSeq: this.#cursor.toString(), omitEchoes: true };
     const ended = (): void => this.#streamFailed(handle, new FabricError(ErrorCode.UNAVAILABLE, 'event stream ended by the service'));
     const handle: WatchHandle = this.#plainEvents
       ? this.#client.watchEvents(req, (e) => this.#onStreamEvents([e]), (err) => this.#streamFailed(handle, err), ended)
@@ -350,7 +368,9 @@ export class RemoteBackend implements LineBackend {
   #onStreamEvent(e: ProtoLineEvent): void {
     const seq = BigInt(e.seq);
     if (seq <= this.#cursor) return; // already delivered
-    if (seq > this.#cursor + 1n && this.#cursor > 0n && this.#gapAt !== this.#cursor) {
+    // the echoes the stream left out just before this event follow on from the cursor
+    const first = seq - BigInt(e.echoesBefore);
+    if (first > this.#cursor + 1n && this.#cursor > 0n && this.#gapAt !== this.#cursor) {
       // Per-chip seqs are consecutive: a jump means the live path skipped events (e.g. a
       // replica's Redis subscriber reconnected and could not read what it missed). Resume
       // from our cursor once, so the service replays them from the chip's stream. If the
@@ -361,9 +381,10 @@ export class RemoteBackend implements LineBackend {
       this.#openStream();
       return;
     }
-    if (seq > this.#cursor + 1n && this.#cursor > 0n) {
-      this.#log.warn(`chip ${this.chip}: events ${this.#cursor + 1n}..${seq - 1n} are no longer kept by the service; continuing from ${seq}`);
+    if (first > this.#cursor + 1n && this.#cursor > 0n) {
+      this.#log.warn(`chip ${this.chip}: events ${this.#cursor + 1n}..${first - 1n} are no longer kept by the service; continuing from ${seq}`);
     }
+    this.#echoesSkipped += seq - (first > this.#cursor ? first : this.#cursor + 1n);
     this.#cursor = seq;
     if (this.#onEventReceived !== undefined) {
       try {
@@ -374,9 +395,17 @@ export class RemoteBackend implements LineBackend {
     }
     if (e.offset >= this.ngpio) return;
     const level: Level = e.level === 1 ? 1 : 0;
-    this.#levels[e.offset] = level;
+    this.#setLevel(e.offset, seq, level);
     const edge = e.edge === Edge.RISING || e.edge === Edge.FALLING ? e.edge : Edge.NONE;
     this.#emit({ offset: e.offset, level, edge, seq, timestampNs: BigInt(e.timestampNs) });
+  }
+
+  /** The level of line `offset` as of chip seq `seq`, unless it is known as of a newer one. */
+  #setLevel(offset: number, seq: bigint, level: Level): void {
+    const known = this.#levelSeq[offset];
+    if (known === undefined || seq < known) return;
+    this.#levelSeq[offset] = seq;
+    this.#levels[offset] = level;
   }
 
   #emit(e: LineEvent): void {
