@@ -45,8 +45,11 @@ local function fail(code, msg)
   error({ err = 'GF:' .. code .. ':' .. msg })
 end
 
+-- the line state's digits (and small offsets) without string.format, which costs about
+-- 0.2 µs a call and ran about ten times per changed line
+local DIGITS = { [0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9' }
 local function itoa(n)
-  return string.format('%d', n)
+  return DIGITS[n] or string.format('%d', n)
 end
 
 -- ------------------------------------------------------------------ time
@@ -60,9 +63,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 -- ns since the epoch as a decimal string (doubles cannot hold it exactly)
+local NOW_NS = nil
 local function now_ns()
-  local t = time()
-  return t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
+  if not NOW_NS then
+    local t = time()
+    NOW_NS = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
+  end
+  return NOW_NS
 end
 -- compare two non-negative decimal strings
 local function dec_less(a, b)
@@ -122,20 +129,39 @@ end
 
 -- ------------------------------------------------------------------ lines
 local lines = {}
+-- a cached line from its packed state (false/nil = default)
+local function new_line(chipid, off, k, s)
+  local d, o, i, b, x, v = string.byte(s or DEFAULT_LINE, 1, 6)
+  local l = { chip = chipid, off = off, key = k, d = d - 48, o = o - 48, i = i - 48, b = b - 48, x = x - 48, v = v - 48, net = nil, dirty = false }
+  lines[k] = l
+  return l
+end
 local function line(chipid, off)
   local k = chipid .. ':' .. off
   local l = lines[k]
   if l then return l end
-  local s = redis.call('HGET', kc(chipid), itoa(off))
-  if not s then s = DEFAULT_LINE end
-  l = {
-    chip = chipid, off = off, key = k,
-    d = tonumber(s:sub(1, 1)), o = tonumber(s:sub(2, 2)), i = tonumber(s:sub(3, 3)),
-    b = tonumber(s:sub(4, 4)), x = tonumber(s:sub(5, 5)), v = tonumber(s:sub(6, 6)),
-    net = nil, dirty = false,
-  }
-  lines[k] = l
-  return l
+  return new_line(chipid, off, k, redis.call('HGET', kc(chipid), itoa(off)))
+end
+-- cache the lines at `offs` of chip c (valid offsets only) and their nets: two HMGETs
+-- instead of two HGETs per line (lineops: a batch's lines)
+local function preload(c, offs)
+  local fields, keys, seen = {}, {}, {}
+  for _, off in ipairs(offs) do
+    if off ~= nil and off >= 0 and off < c.n and off == math.floor(off) then
+      local k = c.id .. ':' .. off
+      if not lines[k] and not seen[k] then
+        seen[k] = true
+        fields[#fields + 1] = itoa(off)
+        keys[#keys + 1] = k
+      end
+    end
+  end
+  if #fields == 0 then return end
+  local s = redis.call('HMGET', kc(c.id), unpack(fields))
+  local nn = redis.call('HMGET', K_LN, unpack(keys))
+  for j, k in ipairs(keys) do
+    new_line(c.id, tonumber(fields[j]), k, s[j]).net = nn[j] or ''
+  end
 end
 local function packed(l)
   return itoa(l.d) .. itoa(l.o) .. itoa(l.i) .. itoa(l.b) .. itoa(l.x) .. itoa(l.v)
@@ -384,14 +410,13 @@ local function finish()
   if #events > 0 then
     local msg = {}
     for i, e in ipairs(events) do
-      local row = e[1] .. ' ' .. itoa(e[2]) .. ' ' .. itoa(e[3]) .. ' ' .. itoa(e[4]) .. ' ' .. itoa(e[5]) .. ' ' .. e[6]
+      local off, level, edge, seq = itoa(e[2]), itoa(e[3]), itoa(e[4]), itoa(e[5])
+      local row = e[1] .. ' ' .. off .. ' ' .. level .. ' ' .. edge .. ' ' .. seq .. ' ' .. e[6]
       if e[7] then
-        redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. itoa(e[5]),
-          'level', itoa(e[3]), 'edge', itoa(e[4]), 'offset', itoa(e[2]), 'ts', e[6], 'echo', '1')
+        redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. seq, 'level', level, 'edge', edge, 'offset', off, 'ts', e[6], 'echo', '1')
         row = row .. ' e'
       else
-        redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. itoa(e[5]),
-          'level', itoa(e[3]), 'edge', itoa(e[4]), 'offset', itoa(e[2]), 'ts', e[6])
+        redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. seq, 'level', level, 'edge', edge, 'offset', off, 'ts', e[6])
       end
       msg[i] = row
     end

@@ -9,6 +9,9 @@
 -- marked as an echo (lib.lua set_level).
 local c = leased_chip(ARGV[3], ARGV[4])
 local n = tonumber(ARGV[5])
+local offs = {}
+for i = 1, n do offs[i] = tonumber(ARGV[5 + (i - 1) * 3 + 2]) or -1 end
+preload(c, offs)
 local results = {}
 for i = 1, n do
   local b = 5 + (i - 1) * 3
