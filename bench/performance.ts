@@ -19,7 +19,8 @@
  *  3. Throughput per replica with 64 line ops in flight (8 RemoteBackends x 8 lines, one
  *     gRPC channel and one OpStream each) beside the raw unary gRPC ceiling (echo, 64 in
  *     flight over 8 channels); plus the ceilings of the batched design's parts: bidi-stream
- *     messages/s and pipelined EVALSHA/s, and the lineop script itself from here (no gRPC).
+ *     messages/s and pipelined EVALSHA/s, and the lineop script itself from here (no gRPC);
+ *     the same load without watch streams, and from 64 RemoteBackends of one line each.
  *  4. Redis memory per line (1,000 chips x 64 lines on its own redis-server; the scale
  *     suite does 5,000).
  *  5. CPU per 1,000 ops/s of the service and the agent (utime+stime from /proc).
@@ -312,6 +313,22 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
     };
     await rate(bareOp, IN_FLIGHT, 0.5);
     const bareRate = await rate(bareOp, IN_FLIGHT, SECONDS);
+    // the same 64 in flight from 64 agents with one line each (a channel, an OpStream and a
+    // watch stream each): one operation per message, so per-message costs dominate and the
+    // store's group commit (LINEOPS_IN_FLIGHT) joins their scripts
+    const single: RemoteBackend[] = [];
+    for (let b = 0; b < IN_FLIGHT; b++) {
+      const c = createLineStateClient(svc1.ready);
+      cleanup.unshift(() => c.close());
+      const be = new RemoteBackend({ client: c, chip: `perf-one-${b}`, ngpio: 1, owner: 'bench', leaseTtlMs: 600_000 });
+      await be.start();
+      cleanup.unshift(() => be.close());
+      await be.setDirection(0, 1);
+      single.push(be);
+    }
+    const singleOp = (w: number): Promise<void> => (single[w] as RemoteBackend).setValue(0, (tpVals[w] = 1 - (tpVals[w] ?? 0)) as 0 | 1);
+    await rate(singleOp, IN_FLIGHT, 0.5);
+    const singleRate = await rate(singleOp, IN_FLIGHT, SECONDS);
 
     // agent CPU: a steady guest load through agent A, one request at a time (the test
     // driver loses used-buffer notifications with EVENT_IDX and several requests in
@@ -351,6 +368,7 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
       ops_target_met: opsPerS >= TARGET.ops_per_s && opsPerS >= TARGET.unary_multiple * unaryCeil,
       ops_per_s_rounds: fabricRates, unary_ceiling_rounds: echoRates,
       ops_per_s_without_watch_streams: bareRate,
+      ops_per_s_64_agents_one_line_each: singleRate,
       grpc_stream_msgs_per_s: streamMsgs, redis_pipelined_evalsha_per_s: pipelined, store_lineop_no_grpc_ops_per_s: storeRate,
       redis_bytes_per_line: memory.bytes_per_line_configured,
       redis_memory: memory,
@@ -405,6 +423,7 @@ function report(r: PerformanceResult, s: Record<'kick' | 'grpc' | 'streamRtt' | 
   const tp = [
     ['SET_VALUE on OpStream, 64 in flight, 8 RemoteBackends', r.ops_per_s],
     ['  the same with 8 OpStreamClients, no watch streams (events not delivered)', r['ops_per_s_without_watch_streams'] as number],
+    ['  the same from 64 RemoteBackends with one line each (one operation per message)', r['ops_per_s_64_agents_one_line_each'] as number],
     ['gRPC unary echo, 64 in flight, 8 channels (ceiling)', r.unary_ceiling_ops_per_s],
     ['gRPC bidi stream echo, 64 messages in flight', r['grpc_stream_msgs_per_s'] as number],
     ['Redis EVALSHA pipelined by 64, one connection', r['redis_pipelined_evalsha_per_s'] as number],
