@@ -275,6 +275,22 @@ end
 
 -- re-resolve the given lines (and every line sharing a net with them)
 local function settle(refs)
+  if #refs == 1 and lnet(refs[1]) == '' then
+    -- one unwired line (the common case): resolve_net's rule without its tables
+    local l = refs[1]
+    local a, b = nil, drive_level(l.x)
+    if l.d == 1 then a = l.o end
+    if a == nil and b == nil then
+      if l.b == 1 then set_level(l, 1) else set_level(l, 0) end
+    elseif a == nil then
+      set_level(l, b)
+    elseif b == nil or a == b then
+      set_level(l, a)
+    else
+      set_level(l, 0) -- an output and an external drive that disagree: push-pull contention reads low
+    end
+    return
+  end
   local netset, netorder, seen, singles = {}, {}, {}, {}
   for _, l in ipairs(refs) do
     local nn = lnet(l)
