@@ -5,10 +5,11 @@
  *  - Redis memory per line: 5,000 chips x 64 lines registered through the RedisStore API
  *    (registrations pipelined), then every line configured, then 4 events per chip (INFO
  *    memory used_memory delta / lines, on a redis-server holding nothing else).
- *  - Op latency as registered chips grow 10 -> 100 -> 1,000 -> 5,000: LineOp through the
- *    service on random registered chips and lines, interleaved with the gRPC unary and
- *    Redis EVALSHA floors at each step (so machine load shows in the floors too). Plot:
- *    docs/scale-latency.png.
+ *  - Op latency as registered chips grow 10 -> 100 -> 1,000 -> 5,000: a line operation on
+ *    the agents' path (one operation per message on an OpStream; each batch names its chip
+ *    and lease) on random registered chips and lines, interleaved with the floors of that
+ *    path at each step, a bidi stream message's round trip and a Redis EVALSHA (so machine
+ *    load shows in the floors too). Plot: docs/scale-latency.png.
  *  - 1,000 concurrent WatchEvents streams (one per chip, 10 channels) on one service with
  *    5,000 chips registered: time until all are live, then event delivery latency (Redis
  *    TIME stamp of the event -> arrival here, and op issue -> arrival) for sequential
@@ -93,7 +94,24 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
     const id = (i: number): string => `s${String(i).padStart(5, '0')}`;
     const tokens: string[] = [];
     let registered = 0;
-    const steps_out: { chips: number; op: Summary; grpc: Summary; redis: Summary; floor_p50_us: number }[] = [];
+    // one OpStream for every chip: each batch carries its chip and lease token
+    const answers = new Map<number, (code: number) => void>();
+    let failure: Error | undefined;
+    const opStream = client.opStream((b) => {
+      for (const r of b.results) {
+        answers.get(r.id)?.(r.code);
+        answers.delete(r.id);
+      }
+    }, (e) => { failure = e; }, () => {});
+    cleanup.unshift(() => opStream.cancel());
+    let nextId = 1;
+    const streamOp = (chip: string, leaseToken: string, op: LineOpType, offset: number, value: number): Promise<void> => new Promise<void>((res, rej) => {
+      if (failure !== undefined) { rej(failure); return; }
+      const id = nextId++;
+      answers.set(id, (code) => (code === 0 ? res() : rej(new Error(`line operation on ${chip}:${offset} answered code ${code}`))));
+      opStream.write({ chip, leaseToken, ops: [{ id, op, offset, value }] });
+    });
+    const steps_out: { chips: number; op: Summary; stream: Summary; redis: Summary; floor_p50_us: number }[] = [];
     for (const target of steps) {
       const from = registered;
       await inParallel(target - from, 256, async (k) => {
@@ -108,14 +126,19 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
         return { chip: id(c), leaseToken: tokens[c] ?? '0', offset: 1 + (i % (LINES - 1)) };
       };
       const paths: Path[] = [
-        ['op', async (i) => { await client.lineOp({ ...pick(i), op: i % 2 === 0 ? LineOpType.LINE_OP_TYPE_SET_VALUE : LineOpType.LINE_OP_TYPE_GET_VALUE, value: (i >> 1) & 1 }); }],
-        ['grpc', () => gf.echo()],
+        ['op', async (i) => {
+          const p = pick(i);
+          await streamOp(p.chip, p.leaseToken, i % 2 === 0 ? LineOpType.LINE_OP_TYPE_SET_VALUE : LineOpType.LINE_OP_TYPE_GET_VALUE, p.offset, (i >> 1) & 1);
+        }],
+        ['stream', () => gf.streamRoundTrip()],
         ['redis', async (i) => { await rf.evalsha(i); }],
       ];
-      const s = await sampleInterleaved(paths, { op: N, grpc: N, redis: N }, 5, 100);
-      const op = summarize(s.get('op') ?? []), grpc = summarize(s.get('grpc') ?? []), red = summarize(s.get('redis') ?? []);
-      steps_out.push({ chips: target, op, grpc, redis: red, floor_p50_us: Math.round((grpc.p50_us + red.p50_us) * 10) / 10 });
-      console.log(`${target} chips: op p50 ${op.p50_us} p99 ${op.p99_us} µs; floor (unary + EVALSHA) p50 ${Math.round((grpc.p50_us + red.p50_us) * 10) / 10} µs`);
+      // a longer warm-up before the first step: the service, the stream and this process start
+      // cold (with 1,000 operations the 10-chip step still read about 1.5-3 x the later ones)
+      const s = await sampleInterleaved(paths, { op: N, stream: N, redis: N }, 5, steps_out.length === 0 ? 5000 : 100);
+      const op = summarize(s.get('op') ?? []), stream = summarize(s.get('stream') ?? []), red = summarize(s.get('redis') ?? []);
+      steps_out.push({ chips: target, op, stream, redis: red, floor_p50_us: Math.round((stream.p50_us + red.p50_us) * 10) / 10 });
+      console.log(`${target} chips: op p50 ${op.p50_us} p99 ${op.p99_us} µs; floor (stream round trip + EVALSHA) p50 ${Math.round((stream.p50_us + red.p50_us) * 10) / 10} µs`);
     }
 
     // ---- watchers: one per chip, then a fan-out on one chip
@@ -127,14 +150,14 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
       redis_memory: memory,
       redis_bytes_per_line: memory.bytes_per_line_configured,
       redis_bytes_per_line_with_events: memory.bytes_per_line_with_events,
-      op_latency_by_chips: steps_out.map((s) => ({ chips: s.chips, op_p50_us: s.op.p50_us, op_p99_us: s.op.p99_us, op_min_us: s.op.min_us, grpc_p50_us: s.grpc.p50_us, redis_p50_us: s.redis.p50_us, floor_p50_us: s.floor_p50_us })),
+      op_latency_by_chips: steps_out.map((s) => ({ chips: s.chips, op_p50_us: s.op.p50_us, op_p99_us: s.op.p99_us, op_min_us: s.op.min_us, stream_rtt_p50_us: s.stream.p50_us, redis_p50_us: s.redis.p50_us, floor_p50_us: s.floor_p50_us })),
       ...watcherFields(w, WATCHERS),
       samples: N, machine: { ...m0, loadavg_start: load0.map(r2), loadavg_end: load1.map(r2) }, date: new Date().toISOString(),
     };
     // ---- report
     const rows = steps_out.map((s) => [s.chips, s.op.min_us, s.op.p50_us, s.op.p99_us, s.floor_p50_us, r2(s.op.p50_us / s.floor_p50_us)]);
-    const head = ['registered chips', 'op min', 'op median', 'op p99', 'floor median (unary + EVALSHA)', 'ratio'];
-    console.log('\nop latency (LineOp via the service, µs):\n');
+    const head = ['registered chips', 'op min', 'op median', 'op p99', 'floor median (stream round trip + EVALSHA)', 'ratio'];
+    console.log('\nop latency (one operation per OpStream message via the service, µs):\n');
     console.log(table(head, rows));
     const wrows = [
       [`event stamp -> arrival, ${WATCHERS} watchers`, delivery.min_us, delivery.p50_us, delivery.p99_us],
@@ -147,7 +170,7 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
     mkdirSync(dirname(RESULT_FILE), { recursive: true });
     writeFileSync(RESULT_FILE, `${JSON.stringify(result, null, 2)}\n`);
     writeFileSync(PLOT_FILE, lineChart({
-      title: `LINEOP LATENCY VS REGISTERED CHIPS (${m0.cores} CORES, LOAD ${r2(load0[0] ?? 0)})`, xLabel: 'REGISTERED CHIPS (64 LINES EACH), LOG SCALE', yLabel: 'MICROSECONDS', logX: true,
+      title: `LINE OP (OPSTREAM) LATENCY VS REGISTERED CHIPS (${m0.cores} CORES, LOAD ${r2(load0[0] ?? 0)})`, xLabel: 'REGISTERED CHIPS (64 LINES EACH), LOG SCALE', yLabel: 'MICROSECONDS', logX: true,
       series: [
         { name: 'OP P50', color: [30, 90, 200], points: steps_out.map((s) => [s.chips, s.op.p50_us]) },
         { name: 'OP P99', color: [200, 50, 40], points: steps_out.map((s) => [s.chips, s.op.p99_us]) },
@@ -160,7 +183,7 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
       '',
       mdTable(head, rows),
       '',
-      '![LineOp latency vs registered chips](scale-latency.png)',
+      '![Line operation latency (OpStream) vs registered chips](scale-latency.png)',
       '',
       mdTable(['event delivery', 'min', 'median', 'p99'], wrows),
       '',
