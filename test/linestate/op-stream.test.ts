@@ -559,6 +559,49 @@ describe('OpStreamClient against failing networks and services', () => {
     }
   });
 
+  it('onLevel: each successful result\'s line level as of the batch seq, before the operation settles, also after its deadline', async () => {
+    // a scripted service: answers every batch after `delay` ms, each operation level 1 as of seq 40 + batch number
+    let delay = 0;
+    let batchNo = 0;
+    const server = new Server();
+    const impl: UntypedServiceImplementation = {};
+    for (const k of Object.keys(LineStateServiceService)) impl[k] = () => {};
+    impl['opStream'] = (call: ServerDuplexStream<LineOpBatch, LineOpResultBatch>) => {
+      call.on('data', (b: LineOpBatch) => {
+        const seq = String(40 + ++batchNo);
+        const results = b.ops.map((o) => (o.offset === 9
+          ? { id: o.id, code: 3, value: 0, message: 'offset 9 is out of range', level: 0 }
+          : { id: o.id, code: 0, value: 0, message: '', level: 1 }));
+        setTimeout(() => { if (!call.writableEnded) call.write({ results, seq }); }, delay);
+      });
+      call.on('error', () => {});
+    };
+    server.addService(LineStateServiceService, impl);
+    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    const c = createLineStateClient(`127.0.0.1:${port}`);
+    const seen: [number, bigint, number][] = [];
+    const settledAfterLevel: boolean[] = [];
+    const o = new OpStreamClient({ client: c, chip: 'vm-l', deadlineMs: 200, onLevel: (offset, seq, level) => { seen.push([offset, seq, level]); } });
+    try {
+      const a = o.call(1n, OP.LINE_OP_TYPE_SET_VALUE, 2, 1).then(() => settledAfterLevel.push(seen.some((x) => x[0] === 2)));
+      const b = o.call(1n, OP.LINE_OP_TYPE_SET_VALUE, 9, 1).catch((e: unknown) => e);
+      await a;
+      assert.equal((await b as FabricError).code, ErrorCode.INVALID_ARGUMENT);
+      assert.deepEqual(seen, [[2, 41n, 1]], 'one level, as of the batch seq; none for the failed operation');
+      assert.deepEqual(settledAfterLevel, [true], 'the level was known when the operation settled');
+      // a result after the operation's deadline: the operation fails, its level still counts
+      delay = 600;
+      const late = await within(failure(o.call(1n, OP.LINE_OP_TYPE_SET_DIRECTION, 5, 1)), 5000, 'the late operation');
+      assert.equal(late.code, ErrorCode.DEADLINE_EXCEEDED);
+      await waitFor(() => seen.length === 2, 'the late result');
+      assert.deepEqual(seen[1], [5, 42n, 1]);
+    } finally {
+      o.close();
+      c.close();
+      server.forceShutdown();
+    }
+  });
+
   it('a service without OpStream (UNIMPLEMENTED): unary LineOp from then on, same answers and errors', async () => {
     const store = createMemoryStore();
     const reg = await store.registerChip({ chip: 'vm-u', ngpio: 4, names: [], owner: 'o', leaseTtlMs: 0 });
