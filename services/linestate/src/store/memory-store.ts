@@ -5,7 +5,7 @@
  * Atomicity: every method validates everything it needs before it changes anything, so
  * a thrown FabricError leaves the state exactly as it was.
  */
-import { alreadyExists, failedPrecondition, invalidArgument, isFabricError, notFound, outOfRange } from '../../../common/src/errors.ts';
+import { alreadyExists, failedPrecondition, invalidArgument, isFabricError, notFound, outOfRange, type FabricError } from '../../../common/src/errors.ts';
 import { Direction, DriveMode, DriveValue, Pull, edgeOf, isDirection, isIrqType, resolveNet, IrqType } from '../../../common/src/line-model.ts';
 import type { Level } from '../../../common/src/line-model.ts';
 import { LineOp } from './store.ts';
@@ -167,14 +167,14 @@ class MemoryStore implements LineStore {
     this.open();
     this.checkToken(this.chip(chip), leaseToken);
     // synchronous: nothing interleaves with the batch (atomic, like the Redis script)
-    const done = ops.map((o): LineOpOutcome => {
+    const done = ops.map((o): number | FabricError => {
       const bad = opShapeError(o);
-      if (bad !== undefined) return { ok: false, error: bad };
+      if (bad !== undefined) return bad;
       this.echoOf = { chip, offset: o.offset };
       try {
-        return { ok: true, value: this.lineOpNow({ chip, leaseToken, op: o.op, offset: o.offset, value: o.value }), seq: 0n, level: 0 };
+        return this.lineOpNow({ chip, leaseToken, op: o.op, offset: o.offset, value: o.value });
       } catch (e) {
-        if (isFabricError(e)) return { ok: false, error: e };
+        if (isFabricError(e)) return e;
         throw e;
       } finally {
         this.echoOf = undefined;
@@ -182,7 +182,9 @@ class MemoryStore implements LineStore {
     });
     // each line's level after the whole batch, as of the chip's seq then
     const c = this.chip(chip);
-    return done.map((o, i) => (o.ok ? { ...o, seq: c.seq, level: c.lines[ops[i]!.offset]!.level } : o));
+    return done.map((v, i): LineOpOutcome => (typeof v === 'number'
+      ? { ok: true, value: v, seq: c.seq, level: c.lines[ops[i]!.offset]!.level }
+      : { ok: false, error: v }));
   }
 
   private lineOpNow(input: LineOpInput): number {
