@@ -33,6 +33,7 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { RemoteBackend } from '../services/agent/src/backend/remote-backend.ts';
+import { LineOpType } from '../services/common/src/gen/gpiofabric/v1/linestate.ts';
 import { createLineStateClient, type LineStateClient } from '../services/linestate/src/client.ts';
 import { startRedis } from '../test/support/redis.ts';
 import { machine } from './lib/machine.ts';
@@ -240,9 +241,9 @@ async function main(): Promise<number> {
     await Promise.all(chips.map(async (t) => {
       const chip = t.backend.chip;
       const leaseToken = (t.backend.leaseToken ?? 0n).toString();
-      await t.client.lineOp({ chip, leaseToken, op: 3, offset: spare, value: 1 });
-      const v = (await t.client.lineOp({ chip, leaseToken, op: 4, offset: spare, value: 0 })).value;
-      await t.client.lineOp({ chip, leaseToken, op: 5, offset: spare, value: v === 1 ? 0 : 1 });
+      await t.client.lineOp({ chip, leaseToken, op: LineOpType.LINE_OP_TYPE_SET_DIRECTION, offset: spare, value: 1 });
+      const v = (await t.client.lineOp({ chip, leaseToken, op: LineOpType.LINE_OP_TYPE_GET_VALUE, offset: spare, value: 0 })).value;
+      await t.client.lineOp({ chip, leaseToken, op: LineOpType.LINE_OP_TYPE_SET_VALUE, offset: spare, value: v === 1 ? 0 : 1 });
     }));
     const drained = async (): Promise<{ expected: number; missing: number }> => {
       const last = new Map((await admin.listChips()).map((c) => [c.id, BigInt(c.lastSeq)]));
