@@ -135,7 +135,7 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
       ];
       // a longer warm-up before the first step: the service, the stream and this process start
       // cold (with 1,000 operations the 10-chip step still read about 1.5-3 x the later ones)
-      const s = await sampleInterleaved(paths, { op: N, stream: N, redis: N }, 5, steps_out.length === 0 ? 5000 : 100);
+      const s = await sampleInterleaved(paths, { op: N, stream: N, redis: N }, { blocks: 5, warmup: steps_out.length === 0 ? 5000 : 100 });
       const op = summarize(s.get('op') ?? []), stream = summarize(s.get('stream') ?? []), red = summarize(s.get('redis') ?? []);
       steps_out.push({ chips: target, op, stream, redis: red, floor_p50_us: Math.round((stream.p50_us + red.p50_us) * 10) / 10 });
       console.log(`${target} chips: op p50 ${op.p50_us} p99 ${op.p99_us} µs; floor (stream round trip + EVALSHA) p50 ${Math.round((stream.p50_us + red.p50_us) * 10) / 10} µs`);

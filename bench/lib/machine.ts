@@ -36,3 +36,34 @@ export function beginSuite(): { readonly machine: Machine; readonly load: readon
   console.log(`machine: ${machineText(m)} (load ${load.map((x) => Math.round(x * 100) / 100).join(' ')})`);
   return { machine: m, load };
 }
+
+/** What a thread that never sleeps saw of its CPU: the gaps in its own clock readings. */
+export interface CpuGaps {
+  readonly seconds: number;
+  /** Share of the time lost in gaps over 50 µs. */
+  readonly lost_pct: number;
+  readonly gaps_over_1ms_per_s: number;
+  readonly max_gap_us: number;
+}
+
+/**
+ * One spinning child per core for `seconds`, each reading the clock in a loop and summing
+ * the gaps over 50 µs between two readings: time its CPU was taken away (by the kernel, or
+ * by the hypervisor from a virtual CPU, which the guest does not see as busy or stolen).
+ * A latency path of duration D is hit by such a gap with probability about rate x D, so
+ * this is a floor under every p99 measured on the machine.
+ */
+export async function cpuGaps(seconds = 3): Promise<CpuGaps[]> {
+  const { spawn } = await import('node:child_process');
+  const code = `const d=${seconds}e9,t0=process.hrtime.bigint();let last=t0,lost=0,over1=0,max=0;
+for(;;){const t=process.hrtime.bigint(),g=Number(t-last);if(g>5e4){lost+=g;if(g>1e6)over1++;if(g>max)max=g;}last=t;if(t-t0>d)break;}
+console.log(JSON.stringify({seconds:${seconds},lost_pct:Math.round(lost/d*1000)/10,gaps_over_1ms_per_s:Math.round(over1/${seconds}*10)/10,max_gap_us:Math.round(max/1000)}));`;
+  const one = (): Promise<CpuGaps> => new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    c.once('error', reject);
+    c.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as CpuGaps) : reject(new Error(`cpu gap probe exited with ${code}`))));
+  });
+  return Promise.all(cpus().map(() => one()));
+}
