@@ -17,8 +17,16 @@ export interface FabricKeys {
   readonly lineNets: string;
   /** Counter for generated net names. */
   readonly netSeq: string;
-  /** Pub/sub channel of live events. */
+  /**
+   * The fabric's pub/sub channel of replicas from before per-chip channels: scripts publish
+   * on it only while one of them subscribes; current replicas subscribe to it (as a
+   * pattern, so that they are not counted) only while one of them runs.
+   */
   readonly channel: string;
+  /** Pub/sub channel of one chip's live events. */
+  chipChannel(id: string): string;
+  /** Pattern of every chip's channel (a listener of every chip). */
+  readonly everyChipPattern: string;
   /** HASH of one chip: lease, seq, packed line states. */
   chip(id: string): string;
   /** HASH line name -> offset of one chip. */
@@ -38,7 +46,10 @@ export function fabricKeys(fabric: string): FabricKeys {
     nets: `${p}nets`,
     lineNets: `${p}ln`,
     netSeq: `${p}netseq`,
+    // no glob character can occur in them: the fabric and chip ids are [A-Za-z0-9._-]
     channel: `${p}events`,
+    chipChannel: (id) => `${p}events:${id}`,
+    everyChipPattern: `${p}events:*`,
     chip: (id) => `${p}c:${id}`,
     names: (id) => `${p}nm:${id}`,
     net: (name) => `${p}n:${name}`,

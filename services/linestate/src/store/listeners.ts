@@ -11,11 +11,22 @@ export interface EventListener {
   active: boolean;
 }
 
+/** Told when a chip (undefined: every chip) gets its first listener and loses its last. */
+export interface ListenerHooks {
+  first(chip: string | undefined): void;
+  last(chip: string | undefined): void;
+}
+
 export class EventListeners {
   readonly #set = new Set<EventListener>();
+  readonly #hooks: ListenerHooks | undefined;
   /** Listeners per chip, and listeners of every chip: `wants` in O(1). */
   readonly #perChip = new Map<string, number>();
   #everyChip = 0;
+
+  constructor(hooks?: ListenerHooks) {
+    this.#hooks = hooks;
+  }
 
   /** Add a listener for `chips` (empty = every chip). */
   add(chips: readonly string[], fn: (e: LineEventRecord) => void): EventSubscription {
@@ -39,13 +50,20 @@ export class EventListeners {
   #count(l: EventListener, d: 1 | -1): void {
     if (l.chips === undefined) {
       this.#everyChip += d;
+      if (this.#everyChip === (d > 0 ? 1 : 0)) this.#tell(d, undefined);
       return;
     }
     for (const c of l.chips) {
       const n = (this.#perChip.get(c) ?? 0) + d;
       if (n > 0) this.#perChip.set(c, n);
       else this.#perChip.delete(c);
+      if (n === (d > 0 ? 1 : 0)) this.#tell(d, c);
     }
+  }
+
+  #tell(d: 1 | -1, chip: string | undefined): void {
+    if (d > 0) this.#hooks?.first(chip);
+    else this.#hooks?.last(chip);
   }
 
   /** True when anyone listens. */
@@ -70,7 +88,7 @@ export class EventListeners {
     }
   }
 
-  /** Drop every listener (store closed). */
+  /** Drop every listener (store closed; the hooks are not told). */
   clear(): void {
     for (const l of this.#set) l.active = false;
     this.#set.clear();

@@ -2,7 +2,8 @@
  * RedisStore: the production line store, shared by every line-state replica. Every state
  * change is one Lua script (atomic, one round trip, EVALSHA through ioredis
  * defineCommand); events go to a per-chip stream (durable, resumable) and are pushed to
- * live subscribers over one pub/sub channel per fabric. Layout: keys.ts and lua/lib.lua.
+ * live subscribers over one pub/sub channel per chip, which a replica subscribes to while
+ * it has a listener of the chip. Layout: keys.ts and lua/lib.lua.
  */
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
@@ -38,6 +39,12 @@ export interface RedisStoreOptions {
   readonly connectTimeoutMs?: number;
   /** Extra ioredis options (e.g. sentinels); the fail-fast options above win. */
   readonly redisOptions?: RedisOptions;
+  /**
+   * How often a replica with listeners checks whether a replica from before per-chip
+   * channels subscribes to the fabric's channel, and then listens there too (default
+   * 5000 ms; also checked when the subscriber connects).
+   */
+  readonly legacyChannelCheckMs?: number;
 }
 
 const SCRIPTS = ['register', 'renew', 'lineop', 'lineops', 'wire', 'unwire', 'drive', 'setbias', 'topology', 'read'] as const;
@@ -58,6 +65,8 @@ function sources(): Map<ScriptName, string> {
 const CODES = new Set<string>(Object.values(ErrorCode));
 /** Bound of the set of locally delivered messages awaiting their pub/sub copy. */
 const LOCAL_DONE_MAX = 4096;
+/** Key of the every-chip subscription in RedisStore.channels. */
+const EVERY_CHIP = '*';
 const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|NOREPLICAS|MISCONF)\b/;
 
 /** Map anything ioredis throws onto a FabricError (keeping the cause). */
@@ -164,7 +173,15 @@ interface QueuedBatch {
 class RedisStore implements LineStore {
   private sub: Redis | undefined;
   private subReady: Promise<void> | undefined;
-  private readonly listeners = new EventListeners();
+  /** SUBSCRIBE (PSUBSCRIBE for every chip: key EVERY_CHIP) of each chip a listener here takes, until confirmed. */
+  private readonly channels = new Map<string, Promise<void>>();
+  /** Whether this replica listens on the fabric's channel (a replica from before per-chip channels runs). */
+  private legacy = false;
+  private legacyTimer: NodeJS.Timeout | undefined;
+  private readonly listeners = new EventListeners({
+    first: (chip) => this.listen(chip),
+    last: (chip) => this.unlisten(chip),
+  });
   /** Published messages delivered in full locally whose pub/sub copy has not come yet (bounded, oldest dropped). */
   private readonly localDone = new Set<string>();
   /** Newest seq delivered per chip (detects gaps after a subscriber reconnect). */
@@ -405,13 +422,23 @@ class RedisStore implements LineStore {
   async subscribe(chips: readonly string[], listener: (e: LineEventRecord) => void): Promise<EventSubscription> {
     if (this.closed) throw new FabricError(ErrorCode.FAILED_PRECONDITION, 'the store is closed');
     await this.ensureSubscriber();
-    return this.listeners.add(chips, listener);
+    const sub = this.listeners.add(chips, listener);
+    // live once Redis confirmed the chips' channels: a caller that reads the stream after
+    // this misses nothing in between
+    try {
+      await Promise.all((chips.length === 0 ? [EVERY_CHIP] : chips).map((c) => this.channels.get(c)));
+    } catch (e) {
+      sub.close();
+      throw mapRedisError(e);
+    }
+    return sub;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.listeners.clear();
+    clearInterval(this.legacyTimer);
     const conns = [this.redis, this.sub].filter((c): c is Redis => c !== undefined);
     await Promise.all(conns.map(async (c) => {
       try {
@@ -423,18 +450,22 @@ class RedisStore implements LineStore {
     }));
   }
 
-  /** One dedicated subscriber connection per store, subscribed to the fabric's channel. */
+  /**
+   * One dedicated subscriber connection per store, subscribed to the channels of the chips
+   * its listeners take (listen/unlisten; ioredis subscribes them again after a reconnect).
+   */
   private ensureSubscriber(): Promise<void> {
     if (this.subReady === undefined) {
       const sub = this.redis.duplicate(connectionOptions(this.opts) as never);
       sub.on('error', () => {});
       this.sub = sub;
-      sub.on('message', (channel: string, msg: string) => {
-        if (channel === this.keys.channel) this.onMessage(msg);
-      });
+      sub.on('message', (_channel: string, msg: string) => this.onMessage(msg));
+      sub.on('pmessage', (_pattern: string, _channel: string, msg: string) => this.onMessage(msg));
       this.subReady = (async () => {
         await waitReady(sub, this.opts.connectTimeoutMs ?? 2000);
-        await sub.subscribe(this.keys.channel);
+        await this.checkLegacy();
+        this.legacyTimer = setInterval(() => void this.checkLegacy().catch(() => {}), this.opts.legacyChannelCheckMs ?? 5000);
+        this.legacyTimer.unref();
       })().catch((e: unknown) => {
         this.subReady = undefined;
         this.sub = undefined;
@@ -443,6 +474,42 @@ class RedisStore implements LineStore {
       });
     }
     return this.subReady;
+  }
+
+  /** A chip (undefined: every chip) got its first listener: subscribe to its channel. */
+  private listen(chip: string | undefined): void {
+    const sub = this.sub;
+    if (sub === undefined) return;
+    const p = (chip === undefined ? sub.psubscribe(this.keys.everyChipPattern) : sub.subscribe(this.keys.chipChannel(chip))).then(() => {});
+    p.catch(() => {}); // the subscribe() waiting for it reports the failure
+    this.channels.set(chip ?? EVERY_CHIP, p);
+  }
+
+  /** A chip (undefined: every chip) lost its last listener. */
+  private unlisten(chip: string | undefined): void {
+    this.channels.delete(chip ?? EVERY_CHIP);
+    // a chip nobody here listens to forgets its delivered seq (see takes): no message of it
+    // comes now to make that happen
+    for (const c of chip === undefined ? [...this.delivered.keys()] : [chip]) this.takes(c);
+    const sub = this.sub;
+    if (sub === undefined || this.closed) return;
+    void (chip === undefined ? sub.punsubscribe(this.keys.everyChipPattern) : sub.unsubscribe(this.keys.chipChannel(chip))).catch(() => {});
+  }
+
+  /**
+   * Rolling upgrade: a replica from before per-chip channels subscribes to the fabric's
+   * channel, and its scripts publish there only. While one does, listen there too, as a
+   * pattern (which PUBSUB NUMSUB, the scripts' test for such replicas, does not count).
+   */
+  private async checkLegacy(): Promise<void> {
+    const sub = this.sub;
+    if (sub === undefined || this.closed) return;
+    const r = (await this.redis.pubsub('NUMSUB', this.keys.channel)) as [string, number];
+    const want = Number(r[1]) > 0;
+    if (want === this.legacy) return;
+    this.legacy = want;
+    if (want) await sub.psubscribe(this.keys.channel);
+    else await sub.punsubscribe(this.keys.channel);
   }
 
   /**
@@ -458,35 +525,40 @@ class RedisStore implements LineStore {
 
   private onMessage(msg: string): void {
     if (this.localDone.delete(msg)) return; // every event of it went out by same-replica delivery
-    // Every replica hears every event of the fabric: parse only the rows of chips someone
-    // here listens to.
+    // parse only the rows of chips someone here listens to (a listener may have gone, and
+    // the fabric's channel carries every chip)
     const events = parseEventMessage(msg, (chip) => this.takes(chip));
     this.chain = this.chain.then(() => this.deliverInOrder(events)).catch(() => {});
   }
 
   /**
-   * Same-replica delivery: a script's reply carries the events it published, so this
-   * replica's watchers get them without waiting for the pub/sub round trip. Only an
-   * event that directly follows the newest one delivered for its chip goes this way;
-   * anything else (first event of a chip seen here, a gap) is left to the subscriber,
-   * whose messages arrive in Redis' order and fill gaps from the stream. The copy that
-   * arrives later by pub/sub is dropped by the per-chip seq check of deliverInOrder.
+   * Same-replica delivery: a script's reply carries the messages it published on the
+   * chips' channels (separated by an empty line), so this replica's watchers get them
+   * without waiting for the pub/sub round trip. Only an event that directly follows the
+   * newest one delivered for its chip goes this way; anything else (first event of a chip
+   * seen here, a gap) is left to the subscriber, whose messages arrive in Redis' order and
+   * fill gaps from the stream. A message delivered here in full is remembered, and its
+   * pub/sub copy is then dropped unparsed; a copy of a message delivered in part is
+   * dropped by the per-chip seq check of deliverInOrder.
    */
-  private deliverLocal(msg: string): void {
-    if (msg === '' || !this.listeners.any()) return;
-    const events = parseEventMessage(msg, (chip) => this.takes(chip)); // the pub/sub rows of the others are skipped too
+  private deliverLocal(reply: string): void {
+    if (reply === '' || !this.listeners.any()) return;
+    const parts = reply.split('\n\n');
+    const chains = parts.map((msg) => [msg, parseEventMessage(msg, (chip) => this.takes(chip))] as const);
     this.chain = this.chain.then(() => {
-      let all = true;
-      for (const e of events) {
-        if (!this.takes(e.chip)) continue; // its listener went away meanwhile
-        const last = this.delivered.get(e.chip);
-        if (last !== undefined && e.seq === last + 1n) this.emit(e);
-        else all = false;
-      }
-      if (all) {
-        // its pub/sub copy (the same text) is then skipped without parsing
-        this.localDone.add(msg);
-        if (this.localDone.size > LOCAL_DONE_MAX) this.localDone.delete(this.localDone.values().next().value as string);
+      for (const [msg, events] of chains) {
+        if (events.length === 0) continue; // no listener here: no pub/sub copy comes either
+        let all = true;
+        for (const e of events) {
+          if (!this.takes(e.chip)) continue; // its listener went away meanwhile
+          const last = this.delivered.get(e.chip);
+          if (last !== undefined && e.seq === last + 1n) this.emit(e);
+          else all = false;
+        }
+        if (all) {
+          this.localDone.add(msg);
+          if (this.localDone.size > LOCAL_DONE_MAX) this.localDone.delete(this.localDone.values().next().value as string);
+        }
       }
     }).catch(() => {});
   }

@@ -17,8 +17,10 @@
 --   <p>ln             HASH  "chip:off" -> net name (wired lines only)
 --   <p>netseq         STRING counter for generated net names
 --   <p>ev:<chip>      STREAM events, id 0-<seq>, fields level edge offset ts [echo 1]
---   channel <p>events  one message per state change: "chip off level edge seq ts[ e]" lines
---                     (" e" / echo 1: the event is an OpStream operation's echo)
+--   channel <p>events:<chip>  the chip's events of one state change: "chip off level edge
+--                     seq ts[ e]" lines (" e" / echo 1: an OpStream operation's echo)
+--   channel <p>events  all events of one state change, in the same format: published only
+--                     while a replica from before per-chip channels subscribes to it
 --
 -- Packed line state: 6 characters, direction (0 none, 1 out, 2 in), output value (0/1),
 -- irq type (0,1,2,3,4,8), bias (0 none, 1 up, 2 down), external drive (0 release,
@@ -377,8 +379,9 @@ local function line_op(c, op, off, value, value_text)
   return 0
 end
 
--- write every cached change, append and publish the events; returns the published
--- message ("" when nothing changed), which the caller also gets (same-replica delivery)
+-- write every cached change, append and publish the events; returns the messages published
+-- on the chips' channels, separated by an empty line ("" when nothing changed), which the
+-- caller also gets (same-replica delivery)
 local function finish()
   local perchip = {}
   local order = {}
@@ -424,7 +427,7 @@ local function finish()
     end
   end
   if #events > 0 then
-    local msg = {}
+    local msg, bychip, corder = {}, {}, {}
     for i, e in ipairs(events) do
       local off, level, edge, seq = itoa(e[2]), itoa(e[3]), itoa(e[4]), itoa(e[5])
       local row = e[1] .. ' ' .. off .. ' ' .. level .. ' ' .. edge .. ' ' .. seq .. ' ' .. e[6]
@@ -435,10 +438,23 @@ local function finish()
         redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. seq, 'level', level, 'edge', edge, 'offset', off, 'ts', e[6])
       end
       msg[i] = row
+      local t = bychip[e[1]]
+      if not t then
+        t = {}
+        bychip[e[1]] = t
+        corder[#corder + 1] = e[1]
+      end
+      t[#t + 1] = row
     end
-    local text = table.concat(msg, '\n')
-    redis.call('PUBLISH', K_CHAN, text)
-    return text
+    local parts = {}
+    for i, id in ipairs(corder) do
+      local text = table.concat(bychip[id], '\n')
+      redis.call('PUBLISH', K_CHAN .. ':' .. id, text)
+      parts[i] = text
+    end
+    -- a replica from before per-chip channels listens on the fabric's channel only
+    if redis.call('PUBSUB', 'NUMSUB', K_CHAN)[2] > 0 then redis.call('PUBLISH', K_CHAN, table.concat(msg, '\n')) end
+    return table.concat(parts, '\n\n')
   end
   return ''
 end
