@@ -66,14 +66,17 @@ const WARMUP = { fabric: 6000, floor: 2000 } as const;
 const FABRIC_PATHS: readonly string[] = ['xvm-same', 'xvm-cross', 'op'];
 const COLD_SAMPLES = 1000;
 /**
- * Unmeasured runs at the start of each block of a path. The blocks interleave the paths so
- * that the machine's drift spreads over all of them, but a path's processes sit idle while
- * the other paths run, and on this VM the first 100-150 interrupts after 300 ms without
- * any were measured 1.5-2.5 x slower than a steady stream (the first one about 5 ms), also
- * when another process kept a vCPU busy meanwhile. That is the "after idle" row, not the
- * steady state the targets are about.
+ * Unmeasured runs at the start of each block of a path: at least REWARM runs and
+ * REWARM_MS. The blocks interleave the paths so that the machine's drift spreads over all
+ * of them, but a path's processes sit idle while the other paths run, and on this VM
+ * interrupts after 300-700 ms without any were measured 1.5-2.5 x slower than a steady
+ * stream for the next 300-500 ms (the first one about 5 ms), also when another process
+ * kept a vCPU busy meanwhile; 150 runs (about 0.15 s) of re-warm still left the block's
+ * p99 at 5 ms, 400 ms brought it to 2.3-2.5 ms. That is the "after idle" row, not the
+ * steady state the targets are about. Every path but the idle rows gets the same.
  */
 const REWARM = 150;
+const REWARM_MS = 400;
 /** The "after idle" interrupt row: the same-replica interrupt after this long without any. */
 const XVM_IDLE_MS = 100;
 const XVM_IDLE_SAMPLES = 100;
@@ -122,6 +125,8 @@ export interface SampleOptions {
   readonly warmup: number | Readonly<Record<string, number>>;
   /** Unmeasured runs of a path at the start of each of its blocks: for all, or per path (default 0). */
   readonly rewarm?: number | Readonly<Record<string, number>>;
+  /** ... and for at least this long (ms) when the path has any (default 0). */
+  readonly rewarmMs?: number;
   /** Paths whose warm-up durations are returned too, as `<path>:warmup`. */
   readonly keepWarmup?: readonly string[];
 }
@@ -150,7 +155,8 @@ export async function sampleInterleaved(paths: readonly Path[], n: Record<string
       const s = out.get(k) ?? [];
       const per = Math.ceil((n[k] ?? 0) / o.blocks);
       const rw = typeof o.rewarm === 'number' ? o.rewarm : (o.rewarm?.[k] ?? 0);
-      for (let i = 0; i < rw; i++) await fn(i);
+      const until = performance.now() + (o.rewarmMs ?? 0);
+      for (let i = 0; i < rw || (rw > 0 && performance.now() < until); i++) await fn(i);
       for (let i = 0; i < per; i++) s.push(await timed(fn, b * per + i));
     }
   }
@@ -299,7 +305,7 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
     const warmup = Object.fromEntries(paths.map(([k]) => [k, idlePaths.includes(k) ? 0 : FABRIC_PATHS.includes(k) ? warm.fabric : warm.floor]));
     const rewarm = Object.fromEntries(paths.map(([k]) => [k, idlePaths.includes(k) ? 0 : REWARM]));
     console.log(`warming up (${warm.fabric} runs per fabric path, ${warm.floor} per floor), then sampling ${n} per floor/op path and ${nx} per interrupt path in 10 interleaved blocks...`);
-    const samples = await sampleInterleaved(paths, counts, { blocks: 10, warmup, rewarm, keepWarmup: ['xvm-same'] });
+    const samples = await sampleInterleaved(paths, counts, { blocks: 10, warmup, rewarm, rewarmMs: REWARM_MS, keepWarmup: ['xvm-same'] });
     const cold = summarize((samples.get('xvm-same:warmup') ?? []).slice(0, COLD_SAMPLES));
     const afterIdle = summarize(samples.get('xvm-idle') ?? []);
     const S = (k: string): Summary => summarize(samples.get(k) ?? []);
@@ -444,7 +450,7 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
       xvm_same_replica: xs, xvm_cross_replica: xc,
       // the first interrupts after every process started (same replica), before V8 optimized
       // the code: not a target, printed beside the steady-state figures
-      xvm_irq_cold_first_runs: cold, warmup_runs: warm, rewarm_runs_per_block: REWARM,
+      xvm_irq_cold_first_runs: cold, warmup_runs: warm, rewarm_runs_per_block: REWARM, rewarm_ms_per_block: REWARM_MS,
       // one same-replica interrupt after XVM_IDLE_MS without any, each: not a target
       xvm_irq_after_idle: afterIdle, xvm_idle_ms: XVM_IDLE_MS,
       // a spinning thread per core, 3 s at the start and at the end: the share of time and
@@ -541,7 +547,7 @@ function report(r: PerformanceResult, s: Record<'kick' | 'grpc' | 'streamRtt' | 
   writeFileSync(RESULT_FILE, `${JSON.stringify(r, null, 2)}\n`);
   console.log(`\nwrote ${RESULT_FILE}`);
   const md = [
-    `Measured ${r.date as string} on ${machineText(m)}; load average ${m.loadavg_start.join(' ')} at start, ${m.loadavg_end.join(' ')} at end. Latencies in µs, ${r['iterations'] as number} samples per floor/op path and ${r['xvm_iterations'] as number} per interrupt path in 10 interleaved blocks, after ${(r['warmup_runs'] as { fabric: number }).fabric} unmeasured runs of each fabric path and ${(r['warmup_runs'] as { floor: number }).floor} of each floor, and ${r['rewarm_runs_per_block'] as number} unmeasured runs at the start of each block (steady state; the cold row is the start of the warm-up, the idle row a sporadic interrupt).`,
+    `Measured ${r.date as string} on ${machineText(m)}; load average ${m.loadavg_start.join(' ')} at start, ${m.loadavg_end.join(' ')} at end. Latencies in µs, ${r['iterations'] as number} samples per floor/op path and ${r['xvm_iterations'] as number} per interrupt path in 10 interleaved blocks, after ${(r['warmup_runs'] as { fabric: number }).fabric} unmeasured runs of each fabric path and ${(r['warmup_runs'] as { floor: number }).floor} of each floor, and unmeasured runs at the start of each block (at least ${r['rewarm_runs_per_block'] as number} and ${r['rewarm_ms_per_block'] as number} ms) (steady state; the cold row is the start of the warm-up, the idle row a sporadic interrupt).`,
     '',
     gapsMd,
     '',
