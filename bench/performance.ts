@@ -77,6 +77,8 @@ const COLD_SAMPLES = 1000;
  */
 const REWARM = 150;
 const REWARM_MS = 400;
+/** Interleaved blocks of the latency paths. */
+const BLOCKS = 10;
 /** The "after idle" interrupt row: the same-replica interrupt after this long without any. */
 const XVM_IDLE_MS = 100;
 const XVM_IDLE_SAMPLES = 100;
@@ -305,7 +307,7 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
     const warmup = Object.fromEntries(paths.map(([k]) => [k, idlePaths.includes(k) ? 0 : FABRIC_PATHS.includes(k) ? warm.fabric : warm.floor]));
     const rewarm = Object.fromEntries(paths.map(([k]) => [k, idlePaths.includes(k) ? 0 : REWARM]));
     console.log(`warming up (${warm.fabric} runs per fabric path, ${warm.floor} per floor), then sampling ${n} per floor/op path and ${nx} per interrupt path in 10 interleaved blocks...`);
-    const samples = await sampleInterleaved(paths, counts, { blocks: 10, warmup, rewarm, rewarmMs: REWARM_MS, keepWarmup: ['xvm-same'] });
+    const samples = await sampleInterleaved(paths, counts, { blocks: BLOCKS, warmup, rewarm, rewarmMs: REWARM_MS, keepWarmup: ['xvm-same'] });
     const cold = summarize((samples.get('xvm-same:warmup') ?? []).slice(0, COLD_SAMPLES));
     const afterIdle = summarize(samples.get('xvm-idle') ?? []);
     const S = (k: string): Summary => summarize(samples.get(k) ?? []);
@@ -313,6 +315,14 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
     const kick = S('kick'), grpc = S('grpc'), red = S('redis'), pubsub = S('pubsub'), stream = S('stream'), streamRtt = S('streamRtt'), op = S('op');
     const xs = S('xvm-same'), xc = S('xvm-cross');
     const xall = summarize([...(samples.get('xvm-same') ?? []), ...(samples.get('xvm-cross') ?? [])]);
+    // p99 of each interleaved block: where the machine had a bad minute, the floors' tails
+    // and the fabric's rise together
+    const byBlock = (...keys: string[]): number[] => Array.from({ length: BLOCKS }, (_, b) => summarize(keys.flatMap((k) => {
+      const v = samples.get(k) ?? [];
+      const per = Math.ceil(v.length / BLOCKS);
+      return v.slice(b * per, (b + 1) * per);
+    })).p99_us);
+    const p99ByBlock = { xvm: byBlock('xvm-same', 'xvm-cross'), grpc_unary: byBlock('grpc'), grpc_stream_round_trip: byBlock('streamRtt'), op: byBlock('op') };
     const opFloor = r1(kick.p50_us + grpc.p50_us + red.p50_us);
     const xvmFloor = r1(2 * kick.p50_us + grpc.p50_us + red.p50_us + pubsub.p50_us + stream.p50_us);
     // the floors of the path the fabric takes: OpStream (a stream round trip, not a unary
@@ -472,6 +482,7 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
         agent_guest_load: r1(agentCpuPer1k), service_guest_load: r1(agentSvcCpuPer1k), guest_load_ops_per_s: al.ops,
       },
       redis_evalsha_after_1ms_idle: redIdle,
+      p99_us_by_block: p99ByBlock,
       floors: { kick_call: kick, grpc_unary: grpc, grpc_stream_round_trip: streamRtt, redis_evalsha: red, redis_pubsub_wakeup: pubsub, grpc_stream_delivery: stream },
       op, targets: TARGET, iterations: n, xvm_iterations: nx,
       machine: { ...m0, loadavg_start: load0.map(r2), loadavg_end: load1.map(r2) }, date: new Date().toISOString(),
@@ -513,6 +524,10 @@ function report(r: PerformanceResult, s: Record<'kick' | 'grpc' | 'streamRtt' | 
   ] as (string | number)[][];
   console.log('\nlatency (µs):\n');
   console.log(table(['path', 'min', 'median', 'p99'], lat));
+  const blocks = r['p99_us_by_block'] as Record<string, number[]>;
+  const blockRows = Object.entries(blocks).map(([k, v]) => [k === 'xvm' ? 'cross-VM irq (both)' : k.replace(/_/g, ' '), ...v.map((x) => Math.round(x))]);
+  const blockHead = ['p99 per block (µs)', ...(blocks['xvm'] ?? []).map((_, i) => String(i + 1))];
+  console.log(`\n${table(blockHead, blockRows)}`);
   const cpu = r['cpu_pct_core_per_1k_ops'] as Record<string, number>;
   const tp = [
     ['SET_VALUE on OpStream, 64 in flight, 8 RemoteBackends', r.ops_per_s],
@@ -550,6 +565,8 @@ function report(r: PerformanceResult, s: Record<'kick' | 'grpc' | 'streamRtt' | 
     `Measured ${r.date as string} on ${machineText(m)}; load average ${m.loadavg_start.join(' ')} at start, ${m.loadavg_end.join(' ')} at end. Latencies in µs, ${r['iterations'] as number} samples per floor/op path and ${r['xvm_iterations'] as number} per interrupt path in 10 interleaved blocks, after ${(r['warmup_runs'] as { fabric: number }).fabric} unmeasured runs of each fabric path and ${(r['warmup_runs'] as { floor: number }).floor} of each floor, and unmeasured runs at the start of each block (at least ${r['rewarm_runs_per_block'] as number} and ${r['rewarm_ms_per_block'] as number} ms) (steady state; the cold row is the start of the warm-up, the idle row a sporadic interrupt).`,
     '',
     gapsMd,
+    '',
+    mdTable(blockHead, blockRows),
     '',
     mdTable(['path', 'min', 'median', 'p99'], lat.map((x) => x.map((c) => (c === '' ? '' : String(c).replace(/^ {2}/, '↳ '))))),
     '',
