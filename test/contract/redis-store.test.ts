@@ -14,6 +14,7 @@ import type { LineEventRecord, LineStore } from '../../services/linestate/src/st
 import { startRedis } from '../support/redis.ts';
 import type { RedisHandle } from '../support/redis.ts';
 import { runStoreContract } from './store.contract.ts';
+import { waitFor } from '../support/wait.ts';
 
 let redis: RedisHandle;
 let fabricSeq = 0;
@@ -31,14 +32,6 @@ runStoreContract('RedisStore', async () => {
   const store = await createRedisStore({ url: redis.url, fabric: uniqueFabric() });
   return { store, cleanup: () => store.close() };
 });
-
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 describe('RedisStore: a shared fabric', () => {
   test('two store instances on one Redis are one fabric', async () => {

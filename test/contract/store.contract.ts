@@ -10,6 +10,7 @@ import { Direction, DriveMode, DriveValue, Edge, IrqType, Pull } from '../../ser
 import { LineOp } from '../../services/linestate/src/store/store.ts';
 import type { BatchLineOp, LineAddress, LineEventRecord, LineInfo, LineOpOutcome, LineStore, Topology } from '../../services/linestate/src/store/store.ts';
 import { MAX_OP_BATCH } from '../../services/linestate/src/store/validate.ts';
+import { sleep, waitFor } from '../support/wait.ts';
 
 export interface StoreUnderTest {
   readonly store: LineStore;
@@ -18,7 +19,6 @@ export interface StoreUnderTest {
 
 const at = (chip: string, offset: number): LineAddress => ({ chip, line: { kind: 'offset', offset } });
 const named = (chip: string, name: string): LineAddress => ({ chip, line: { kind: 'name', name } });
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A state snapshot without the fields that move with the clock. */
 async function snapshot(s: LineStore): Promise<unknown> {
@@ -46,14 +46,6 @@ async function rejects(s: LineStore, fn: () => Promise<unknown>, code: ErrorCode
   if (re !== undefined) assert.match(err.message, re, what);
   assert.deepEqual(await snapshot(s), before, `${what}state changed by a failed call (${err.message})`);
   return err;
-}
-
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 const brief = (e: LineEventRecord): [string, number, number, number, bigint] => [e.chip, e.offset, e.level, e.edge, e.seq];

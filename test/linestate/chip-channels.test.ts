@@ -16,16 +16,7 @@ import { createRedisStore } from '../../services/linestate/src/store/redis-store
 import { LineOp, type LineEventRecord } from '../../services/linestate/src/store/store.ts';
 import { startRedis, type RedisHandle } from '../support/redis.ts';
 import { uniqueFabric } from './harness.ts';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+import { sleep, waitFor } from '../support/wait.ts';
 
 describe('Redis store: per-chip event channels', () => {
   let redis: RedisHandle;

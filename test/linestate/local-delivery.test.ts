@@ -18,17 +18,9 @@ import { createRedisStore } from '../../services/linestate/src/store/redis-store
 import { LineOp, type LineAddress, type LineEventRecord, type LineStore } from '../../services/linestate/src/store/store.ts';
 import { startRedis, type RedisHandle } from '../support/redis.ts';
 import { uniqueFabric } from './harness.ts';
+import { sleep, waitFor } from '../support/wait.ts';
 
 const at = (chip: string, offset: number): LineAddress => ({ chip, line: { kind: 'offset', offset } });
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 const lastSeq = async (s: LineStore, chip: string): Promise<bigint> => (await s.listChips()).find((c) => c.id === chip)?.lastSeq ?? 0n;
 

@@ -29,9 +29,9 @@ import { parseExposition, type Exposition } from '../metrics/exposition.ts';
 import { freePort, type RedisHandle } from '../support/redis.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
 import { redisStore, startRedis, uniqueFabric, type StoreKind } from './harness.ts';
+import { sleep, waitFor } from '../support/wait.ts';
 
 const OP = LineOpType;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const off = (chip: string, offset: number) => ({ chip, line: { $case: 'offset' as const, value: offset } });
 const item = (id: number, op: number, offset: number, value = 0): LineOpItem => ({ id, op: op as LineOpItem['op'], offset, value });
 /** A successful result: its value and its line's level at the end of the batch. */
@@ -44,14 +44,6 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     return await Promise.race([p, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms); })]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
   }
 }
 
