@@ -45,7 +45,7 @@ import { exitWithParent, redisServiceChild } from './lib/child.ts';
 import { mdTable, replaceBlock } from './lib/doc.ts';
 import { floorChild, grpcFloor, kickCallFloor, redisFloor } from './lib/floors.ts';
 import { beginSuite, cpuGaps, machine, machineText, type CpuGaps } from './lib/machine.ts';
-import { cpuMeter, startProc, type BenchProc } from './lib/proc.ts';
+import { cpuMeter, runCleanup, startProc, type BenchProc } from './lib/proc.ts';
 import { measureRedisMemory } from './lib/redis-memory.ts';
 import { summarize, table, type Summary } from './lib/stats.ts';
 import type { BenchSuite } from './suites.ts';
@@ -437,13 +437,7 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
     const agentSvcCpuPer1k = ((al.cpu['svc'] ?? 0) / al.dt) * 100 / (al.ops / 1000);
 
     const opsPerS = median(fabricRates), unaryCeil = median(echoRates);
-    for (const f of cleanup.splice(0)) {
-      try {
-        await f();
-      } catch {
-        // best effort
-      }
-    }
+    await runCleanup(cleanup);
     const gapsEnd = await cpuGaps(3);
     console.log(`cpu gaps: ${gapsText(gapsEnd)}`);
     const load1 = loadavg();
@@ -490,13 +484,7 @@ export async function runPerformanceBench(opts: { iterations?: number; xvmIterat
     report(result, { kick, grpc, streamRtt, red, redIdle, pubsub, stream, op, xs, xc, xall, cold, afterIdle });
     return result;
   } finally {
-    for (const f of cleanup) {
-      try {
-        await f();
-      } catch {
-        // best effort
-      }
-    }
+    await runCleanup(cleanup);
   }
 }
 

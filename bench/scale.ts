@@ -36,7 +36,7 @@ import { mdTable, replaceBlock } from './lib/doc.ts';
 import { grpcFloor, redisFloor } from './lib/floors.ts';
 import { beginSuite, machineText } from './lib/machine.ts';
 import { lineChart } from './lib/png.ts';
-import { startProc, type BenchProc } from './lib/proc.ts';
+import { runCleanup, startProc, type BenchProc } from './lib/proc.ts';
 import { inParallel, measureRedisMemory } from './lib/redis-memory.ts';
 import { summarize, table, type Summary } from './lib/stats.ts';
 import { sampleInterleaved, type Path } from './performance.ts';
@@ -196,13 +196,7 @@ export async function runScaleBench(o: { chips?: number; watchers?: number; samp
     ].join('\n'));
     return result;
   } finally {
-    for (const f of cleanup) {
-      try {
-        await f();
-      } catch {
-        // best effort
-      }
-    }
+    await runCleanup(cleanup);
   }
 }
 
@@ -420,13 +414,7 @@ export async function runWatcherPhaseOnly(o: { chips?: number; watchers?: number
     console.log(`merged the watcher figures into ${RESULT_FILE}`);
     return fields;
   } finally {
-    for (const f of cleanup) {
-      try {
-        await f();
-      } catch {
-        // best effort
-      }
-    }
+    await runCleanup(cleanup);
   }
 }
 

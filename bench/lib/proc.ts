@@ -66,3 +66,14 @@ export function cpuMeter(pids: Readonly<Record<string, number>>): { read(): Reco
     read: () => Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, Math.round((cpuSeconds(p) - (start[k] ?? 0)) * 1000) / 1000])),
   };
 }
+
+/** Run and empty a benchmark's cleanup list, in order, each step best effort. */
+export async function runCleanup(steps: (() => Promise<void> | void)[]): Promise<void> {
+  for (const f of steps.splice(0)) {
+    try {
+      await f();
+    } catch {
+      // best effort
+    }
+  }
+}
