@@ -507,9 +507,9 @@ class RedisStore implements LineStore {
     const r = (await this.redis.pubsub('NUMSUB', this.keys.channel)) as [string, number];
     const want = Number(r[1]) > 0;
     if (want === this.legacy) return;
-    this.legacy = want;
     if (want) await sub.psubscribe(this.keys.channel);
     else await sub.punsubscribe(this.keys.channel);
+    this.legacy = want; // only once Redis answered: a failed (P)SUBSCRIBE is tried again next time
   }
 
   /**
@@ -543,10 +543,9 @@ class RedisStore implements LineStore {
    */
   private deliverLocal(reply: string): void {
     if (reply === '' || !this.listeners.any()) return;
-    const parts = reply.split('\n\n');
-    const chains = parts.map((msg) => [msg, parseEventMessage(msg, (chip) => this.takes(chip))] as const);
+    const parsed = reply.split('\n\n').map((msg) => [msg, parseEventMessage(msg, (chip) => this.takes(chip))] as const);
     this.chain = this.chain.then(() => {
-      for (const [msg, events] of chains) {
+      for (const [msg, events] of parsed) {
         if (events.length === 0) continue; // no listener here: no pub/sub copy comes either
         let all = true;
         for (const e of events) {

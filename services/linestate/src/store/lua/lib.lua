@@ -427,8 +427,8 @@ local function finish()
     end
   end
   if #events > 0 then
-    local msg, bychip, corder = {}, {}, {}
-    for i, e in ipairs(events) do
+    local bychip, corder = {}, {}
+    for _, e in ipairs(events) do
       local off, level, edge, seq = itoa(e[2]), itoa(e[3]), itoa(e[4]), itoa(e[5])
       local row = e[1] .. ' ' .. off .. ' ' .. level .. ' ' .. edge .. ' ' .. seq .. ' ' .. e[6]
       if e[7] then
@@ -437,7 +437,6 @@ local function finish()
       else
         redis.call('XADD', kev(e[1]), 'MAXLEN', '~', RETENTION, '0-' .. seq, 'level', level, 'edge', edge, 'offset', off, 'ts', e[6])
       end
-      msg[i] = row
       local t = bychip[e[1]]
       if not t then
         t = {}
@@ -452,8 +451,9 @@ local function finish()
       redis.call('PUBLISH', K_CHAN .. ':' .. id, text)
       parts[i] = text
     end
-    -- a replica from before per-chip channels listens on the fabric's channel only
-    if redis.call('PUBSUB', 'NUMSUB', K_CHAN)[2] > 0 then redis.call('PUBLISH', K_CHAN, table.concat(msg, '\n')) end
+    -- a replica from before per-chip channels listens on the fabric's channel only (it
+    -- orders events per chip, so the chips' rows one after the other will do)
+    if redis.call('PUBSUB', 'NUMSUB', K_CHAN)[2] > 0 then redis.call('PUBLISH', K_CHAN, table.concat(parts, '\n')) end
     return table.concat(parts, '\n\n')
   end
   return ''
